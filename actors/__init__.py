@@ -1,0 +1,1 @@
+"""The runtime's actors: Sampler, Profiler, CacheTier, Scheduler, QuotaEnforcer, Alerter."""
