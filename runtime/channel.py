@@ -190,10 +190,7 @@ class Channel(Generic[T]):
             if self._closed:
                 raise ChannelClosed(f"channel {self.name or ''} is closed and empty")
             raise anyio.WouldBlock
-        if self._other == 0:
-            item = self._default.popleft()
-        else:
-            item = self._pop_most_urgent()
+        item = self._default.popleft() if self._other == 0 else self._pop_most_urgent()
         self._size -= 1
         self._received += 1
         if self._send_waiters:

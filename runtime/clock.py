@@ -44,8 +44,6 @@ class Clock(Protocol):
         ...
 
 
-
-
 class RealClock:
     """The event loop's clock (monotonic) and the system's wall clock."""
 
@@ -179,12 +177,26 @@ class FakeClock:
         await self.advance(max(0.0, when - self._now))
 
 
+_settling: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+
+
 async def settle(max_rounds: int = 100_000) -> None:
     """Let every other task run until all of them wait on something (asyncio backend).
 
     The fake-clock counterpart of trio's ``wait_all_tasks_blocked``, without its real sleeps.
+    Concurrent calls take turns: a task waiting for its turn counts as blocked.
     """
     loop = asyncio.get_running_loop()
+    while (turn := _settling.get(loop)) is not None:
+        await turn
+    _settling[loop] = loop.create_future()
+    try:
+        await _settle(loop, max_rounds)
+    finally:
+        _settling.pop(loop).set_result(None)
+
+
+async def _settle(loop: asyncio.AbstractEventLoop, max_rounds: int) -> None:
     me = asyncio.current_task()
     for _ in range(max_rounds):
         await asyncio.sleep(0)

@@ -95,7 +95,9 @@ class QuotaExceeded(RuntimeError):
         self, plugin: str, quota: str, measured: float, limit: float, retry_after_s: float | None
     ) -> None:
         when = f"; retry in {retry_after_s:.3f}s" if retry_after_s is not None else ""
-        super().__init__(f"plugin {plugin!r} exceeded its {quota} quota ({measured:g} > {limit:g}){when}")
+        super().__init__(
+            f"plugin {plugin!r} exceeded its {quota} quota ({measured:g} > {limit:g}){when}"
+        )
         self.plugin = plugin
         self.quota = quota
         self.measured = measured
@@ -119,9 +121,9 @@ class ConfigProblem:
         return f"ConfigProblem({self.path!r}, {self.message!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ConfigProblem)
-            and (self.path, self.message) == (other.path, other.message)
+        return isinstance(other, ConfigProblem) and (self.path, self.message) == (
+            other.path,
+            other.message,
         )
 
     def __hash__(self) -> int:
