@@ -127,7 +127,7 @@ class ActorRef:
         self._drain = False
         self.normal_exit = False
         self._receive_scope: anyio.CancelScope | None = None
-        self._log = structlog.get_logger("runtime.actor").bind(actor=name)
+        self._log = structlog.get_logger(actor=name)
         self.restarts = 0
         self.handled = 0
         self.failed = 0

@@ -28,6 +28,7 @@ import anyio
 import msgspec
 import structlog
 
+from . import events
 from .actor import Actor, ActorContext, ActorRef, ActorStatistics
 from .channel import Channel, Policy
 from .exceptions import SupervisorEscalation
@@ -150,7 +151,7 @@ class Supervisor:
         self._exits: Channel[_Exit] = Channel(1 << 16)
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping = False
-        self._log = structlog.get_logger("runtime.supervisor").bind(actor=name)
+        self._log = structlog.get_logger(actor=name)
         self._outer_tg: anyio.abc.TaskGroup | None = None
 
     # -- building the tree --------------------------------------------------------------------
@@ -259,9 +260,10 @@ class Supervisor:
         return False
 
     def _on_crash(self, slot: _Slot, error: BaseException) -> None:
-        self._log.error("child crashed", child=slot.child.name, error=repr(error))
+        described = f"{type(error).__name__}: {error}"
+        self._log.error("child crashed", child=slot.child.name, error=described)
         self._publish(
-            "ActorCrashed", name=slot.child.name, error=repr(error), restarts=slot.child.restarts
+            events.ActorCrashed, name=slot.child.name, error=described, restarts=slot.child.restarts
         )
 
     async def _restart(self, failed: _Slot) -> None:
@@ -276,11 +278,17 @@ class Supervisor:
         for slot in reversed(group):
             if slot is not failed:
                 await self._stop_one(slot, drain=False)
-        await self._context_sleep(self._backoff_s())
+        delay_s = self._backoff_s()
+        await self._context_sleep(delay_s)
         for slot in group:
             slot.child.restarts += 1
             await self._start_one(slot)
-            self._publish("ActorRestarted", name=slot.child.name, restarts=slot.child.restarts)
+            self._publish(
+                events.ActorRestarted,
+                name=slot.child.name,
+                restarts=slot.child.restarts,
+                delay_s=delay_s,
+            )
 
     def _count_restart(self) -> None:
         now = self.context.clock.now()
@@ -390,15 +398,10 @@ class Supervisor:
 
     # -- introspection ------------------------------------------------------------------------
 
-    def _publish(self, kind: str, **fields: Any) -> None:
+    def _publish(self, event_type: type[events.Event], **fields: Any) -> None:
         bus = self.context.events
-        if bus is None:
-            return
-        from . import events
-
-        event_type = getattr(events, kind)
-        if bus.wants(event_type):
-            bus.publish(event_type(at=self.context.clock.wall(), actor=self.name, **fields))
+        if bus is not None:
+            bus.emit(event_type, actor=self.name, **fields)
 
     def statistics(self) -> SupervisorStatistics:
         actors = [s.child.statistics() for s in self._slots if isinstance(s.child, ActorRef)]

@@ -1,0 +1,277 @@
+"""The Runtime facade: configuration in, a supervised tree of actors out.
+
+``async with Runtime(config) as rt`` configures logging, builds the kernel (clock, dead letters,
+event bus, retry policy), starts a root supervisor with the services the configuration enables,
+and on exit stops them in reverse order, draining their mailboxes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from .actor import ActorContext, ActorRef
+from .clock import Clock, RealClock
+from .config import Config, load_config
+from .deadletters import DeadLetters, DeadLetterStatistics
+from .events import ConfigReloaded, EventBus, EventBusStatistics
+from .exceptions import ConfigError
+from .logging import LogSink, configure_logging, reset_logging
+from .retry import RetryPolicy
+from .service import Service
+from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
+
+__all__ = ["Runtime", "RuntimeStatistics"]
+
+# The services the assembly knows, by config section. Filled in as the actors land; each entry
+# builds the service from the configuration and the shared actor context.
+ServiceFactory = Callable[[Config, ActorContext], Service]
+SERVICES: dict[str, ServiceFactory] = {}
+
+# Config paths the Runtime itself applies live on reload.
+_LIVE_PATHS = ("$.logging.level", "$.logging.console", "$.runtime.dead_letters.log_interval_s")
+
+
+class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``Runtime.statistics()`` returns."""
+
+    name: str
+    uptime_s: float
+    supervisor: SupervisorStatistics
+    dead_letters: DeadLetterStatistics
+    events: EventBusStatistics
+    services: dict[str, Any]
+
+
+class Runtime:
+    """The runtime supervisor an assistant embeds. Use it as an async context manager."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        configure_logs: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._config = config if config is not None else load_config(config_path, env=env)
+        self._config_path = Path(config_path) if config_path is not None else None
+        self._env = env
+        self._clock = clock or RealClock()
+        self._configure_logs = configure_logs
+        self._sink: LogSink | None = None
+        self._started_at: float | None = None
+        self._log = structlog.get_logger(actor="runtime")
+        runtime = self._config.runtime
+        self._dead_letters = DeadLetters(
+            runtime.dead_letters.capacity,
+            clock=self._clock,
+            log_interval_s=runtime.dead_letters.log_interval_s,
+        )
+        self._events = EventBus(
+            clock=self._clock, subscriber_capacity=runtime.events.subscriber_capacity
+        )
+        self._context = ActorContext(
+            clock=self._clock,
+            dead_letters=self._dead_letters,
+            events=self._events,
+            retry=_retry_policy(self._config),
+        )
+        self._supervisor = _root_supervisor(self._config, self._context)
+        self._services: dict[str, Service] = {}
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> Runtime:
+        """``Runtime(load_config(path), config_path=path)``; raises ``ConfigError``."""
+        return cls(load_config(path), config_path=path, **kwargs)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        if self._configure_logs:
+            self._sink = await self._open_logs(self._config)
+        for section, build in SERVICES.items():
+            if getattr(self._config, section).enabled:
+                service = build(self._config, self._context)
+                service.attach(self._supervisor, self._context)
+                self._services[section] = service
+        try:
+            await self._supervisor.__aenter__()
+        except BaseException:
+            await self._close_logs()
+            raise
+        self._started_at = self._clock.now()
+        self._log.info(
+            "runtime started", name=self._config.runtime.name, services=sorted(self._services)
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return await self._supervisor.__aexit__(*exc_info)
+        finally:
+            self._events.close()
+            self._log.info("runtime stopped", dead_letters=self._dead_letters.total)
+            await self._close_logs()
+
+    async def _open_logs(self, config: Config) -> LogSink:
+        """Configure logging in a thread: it opens the file and joins the previous writer."""
+        logging = config.logging
+
+        def configure() -> LogSink:
+            return configure_logging(
+                level=logging.level,
+                file=logging.file,
+                console=logging.console,
+                max_bytes=logging.max_bytes,
+                backups=logging.backups,
+                clock=self._clock,
+            )
+
+        return await anyio.to_thread.run_sync(configure)
+
+    async def _close_logs(self) -> None:
+        if self._sink is not None:
+            self._sink = None
+            await anyio.to_thread.run_sync(reset_logging)
+
+    # -- the kernel's faces -------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def events(self) -> EventBus:
+        """The event bus: ``with rt.events.subscribe(ActorCrashed) as sub: async for e in sub``."""
+        return self._events
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self._dead_letters
+
+    def add_actor(self, spec: ChildSpec) -> ActorRef:
+        """Run one of the assistant's own actors under the runtime's root supervisor."""
+        return self._supervisor.add(spec)
+
+    def statistics(self) -> RuntimeStatistics:
+        """Actors and restarts, mailbox statistics, dead letters, events, and each service's."""
+        started = self._started_at if self._started_at is not None else self._clock.now()
+        return RuntimeStatistics(
+            name=self._config.runtime.name,
+            uptime_s=self._clock.now() - started,
+            supervisor=self._supervisor.statistics(),
+            dead_letters=self._dead_letters.statistics(),
+            events=self._events.statistics(),
+            services={name: s.statistics() for name, s in self._services.items()},
+        )
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, path: str | os.PathLike[str] | None = None) -> list[str]:
+        """Re-read the configuration file and apply what can change live.
+
+        Returns the $.paths that changed. Raises ``ConfigError`` (and changes nothing) when the
+        file is invalid, ``ValueError`` when the Runtime was built without a file.
+        """
+        source = Path(path) if path is not None else self._config_path
+        if source is None:
+            raise ValueError("reload() needs a path: this Runtime was not started from a file")
+        try:
+            new = await anyio.to_thread.run_sync(lambda: load_config(source, env=self._env))
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            self._log.error(
+                "config reload refused; nothing changed", source=str(source), problems=problems
+            )
+            self._events.emit(
+                ConfigReloaded,
+                actor="runtime",
+                changed=[],
+                ok=False,
+                source=str(source),
+                problems=problems,
+            )
+            raise
+        changed = changed_paths(self._config, new)
+        restart_required = await self._apply(new, changed)
+        self._config = new
+        self._config_path = source
+        self._log.info(
+            "config reloaded",
+            source=str(source),
+            changed=changed,
+            restart_required=restart_required,
+        )
+        self._events.emit(
+            ConfigReloaded,
+            actor="runtime",
+            changed=changed,
+            source=str(source),
+            restart_required=restart_required,
+        )
+        return changed
+
+    async def _apply(self, new: Config, changed: list[str]) -> list[str]:
+        if self._sink is not None and any(p.startswith("$.logging") for p in changed):
+            self._sink = await self._open_logs(new)  # closes the previous sink
+        self._dead_letters.log_interval_s = new.runtime.dead_letters.log_interval_s
+        pending: set[str] = set()
+        for service in self._services.values():
+            pending.update(service.apply_config(new))
+        handled_by_services = {f"$.{name}" for name in self._services}
+        for path in changed:
+            live = path in _LIVE_PATHS or any(path.startswith(s) for s in handled_by_services)
+            if not live:
+                pending.add(path)
+        return sorted(pending)
+
+
+def changed_paths(old: Config, new: Config) -> list[str]:
+    """The $.paths whose values differ between two configurations (leaves, or whole lists)."""
+    out: list[str] = []
+    _diff(msgspec.to_builtins(old), msgspec.to_builtins(new), "$", out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            _diff(old.get(key), new.get(key), f"{path}.{key}", out)
+    elif old != new:
+        out.append(path)
+
+
+def _retry_policy(config: Config) -> RetryPolicy:
+    retry = config.runtime.retry
+    return RetryPolicy(
+        initial_s=retry.initial_ms / 1000,
+        max_s=retry.max_ms / 1000,
+        factor=retry.factor,
+        retries=retry.retries,
+    )
+
+
+def _root_supervisor(config: Config, context: ActorContext) -> Supervisor:
+    runtime = config.runtime
+    return Supervisor(
+        runtime.name,
+        strategy=runtime.restart.strategy,
+        intensity=runtime.restart.intensity,
+        period_s=runtime.restart.period_s,
+        backoff_initial_s=runtime.restart.backoff_initial_ms / 1000,
+        backoff_max_s=runtime.restart.backoff_max_ms / 1000,
+        context=context,
+        shutdown_timeout_s=runtime.shutdown_timeout_ms / 1000,
+    )
