@@ -118,6 +118,7 @@ class Runtime:
             return await self._supervisor.__aexit__(*exc_info)
         finally:
             self._events.close()
+            self._dead_letters.flush_log()  # what the rate limit held back is logged now
             self._log.info("runtime stopped", dead_letters=self._dead_letters.total)
             await self._close_logs()
 

@@ -43,7 +43,7 @@ class DeadLetters:
     """A bounded ring of dead letters with counts and rate-limited logging.
 
     ``clock`` stamps entries (``wall()``) and paces the log (``now()``). ``logger`` is a structlog
-    logger (default ``structlog.get_logger("runtime.deadletters")``), bound with
+    logger (default ``structlog.get_logger(actor="dead_letters")``), bound with
     ``actor="dead_letters"``. Raises ``ValueError`` for a capacity below 1 or a negative interval.
     """
 
@@ -62,8 +62,12 @@ class DeadLetters:
         self.capacity = capacity
         self.log_interval_s = log_interval_s
         self._clock = clock
-        base = logger if logger is not None else structlog.get_logger("runtime.deadletters")
-        self._log = base.bind(actor="dead_letters")
+        # A lazy logger (not ``.bind()``): it follows logging configured after construction.
+        self._log = (
+            logger.bind(actor="dead_letters")
+            if logger is not None
+            else structlog.get_logger(actor="dead_letters")
+        )
         self._ring: deque[DeadLetter] = deque(maxlen=capacity)
         self._total = 0
         self._by_reason: dict[str, int] = {}

@@ -121,3 +121,16 @@ def test_changed_paths_lists_leaves() -> None:
     b = load_config(env={"JARVIS_RUNTIME__SAMPLER__INTERVAL_MS": "250"})
     assert changed_paths(a, b) == ["$.sampler.interval_ms"]
     assert changed_paths(a, a) == []
+
+
+async def test_kernel_logs_reach_the_configured_file(tmp_path: Path, clock: FakeClock) -> None:
+    """Supervisor and dead-letter lines, from objects built before logging, go to the file."""
+    config = load_config(write_config(tmp_path, "runtime: {retry: {retries: 0}}\n"))
+    async with Runtime(config, clock=clock) as rt:
+        ref = rt.add_actor(ChildSpec("echo", Echo))
+        ref.tell_nowait("boom")
+        await clock.advance(1.0)
+    lines = [json.loads(x) for x in (tmp_path / "log" / "runtime.jsonl").read_text().splitlines()]
+    by_actor = {(line["actor"], line["event"]) for line in lines}
+    assert ("jarvis", "child crashed") in by_actor
+    assert ("dead_letters", "dead_letters") in by_actor
