@@ -20,8 +20,10 @@ import anyio
 import msgspec
 import structlog
 
+from .breaker import CircuitBreaker
 from .channel import DEFAULT_PRIORITY, Channel, ChannelStatistics, Policy
 from .clock import Clock, RealClock
+from .events import CircuitBreakerStateChanged
 from .exceptions import ActorStopped, ChannelClosed, ChannelFull, DeadlineExceeded
 from .retry import RetryPolicy, backoff_delays
 
@@ -47,6 +49,33 @@ class ActorContext:
     def dead_letter(self, message: object, *, reason: str, source: str) -> None:
         if self.dead_letters is not None:
             self.dead_letters.add(message, reason=reason, source=source)
+
+    def circuit_breaker(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout_s: float = 30.0,
+        success_threshold: int = 2,
+    ) -> CircuitBreaker:
+        """A breaker on this context's clock that logs and publishes its state changes."""
+        log = structlog.get_logger(actor=name)
+
+        def changed(breaker: str, old: str, new: str) -> None:
+            log.warning("circuit breaker state changed", breaker=breaker, old=old, new=new)
+            if self.events is not None:
+                self.events.emit(
+                    CircuitBreakerStateChanged, actor=name, name=breaker, old=old, new=new
+                )
+
+        return CircuitBreaker(
+            name,
+            clock=self.clock,
+            failure_threshold=failure_threshold,
+            reset_timeout_s=reset_timeout_s,
+            success_threshold=success_threshold,
+            on_state_change=changed,
+        )
 
 
 class Actor:

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from .actor import ActorContext, ActorRef
+from .breaker import CircuitBreaker
 from .clock import Clock, RealClock
 from .config import Config, load_config
 from .deadletters import DeadLetters, DeadLetterStatistics
@@ -161,6 +162,13 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return self._dead_letters
+
+    def circuit_breaker(self, name: str, **settings: Any) -> CircuitBreaker:
+        """A circuit breaker whose state changes are logged and published on ``events``.
+
+        ``settings``: failure_threshold, reset_timeout_s, success_threshold.
+        """
+        return self._context.circuit_breaker(name, **settings)
 
     def add_actor(self, spec: ChildSpec) -> ActorRef:
         """Run one of the assistant's own actors under the runtime's root supervisor."""

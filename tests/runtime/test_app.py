@@ -134,3 +134,24 @@ async def test_kernel_logs_reach_the_configured_file(tmp_path: Path, clock: Fake
     by_actor = {(line["actor"], line["event"]) for line in lines}
     assert ("jarvis", "child crashed") in by_actor
     assert ("dead_letters", "dead_letters") in by_actor
+
+
+async def test_circuit_breaker_publishes_its_state_changes(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A breaker from the runtime publishes CircuitBreakerStateChanged on every transition."""
+    from runtime.events import CircuitBreakerStateChanged
+
+    config = load_config(write_config(tmp_path))
+    async with Runtime(config, clock=clock) as rt:
+        breaker = rt.circuit_breaker(
+            "redis", failure_threshold=2, reset_timeout_s=5.0, success_threshold=1
+        )
+        with rt.events.subscribe(CircuitBreakerStateChanged) as sub:
+            breaker.record_failure()
+            breaker.record_failure()
+            await clock.advance(5.0)
+            assert breaker.allow()
+            breaker.record_success()
+            seen = [(e.old, e.new) for e in [sub.receive_nowait() for _ in range(len(sub))]]
+    assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
