@@ -130,8 +130,6 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 
 def _kind(value: object) -> str:
-    if value is None:
-        return "null"
     kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
     kinds |= {dict: "mapping", list: "list"}
     return kinds.get(type(value), type(value).__name__)

@@ -140,20 +140,33 @@ def _set_path(
         step = _step(container, _unwrap(info), segment, path)
         if isinstance(step, str):
             return step
-        key, child_info, default = step
-        here = (*path, key)
+        key, info, default = step
+        path = (*path, key)
         if position == len(segments) - 1:
             container[key] = value
-            for known in [p for p in origins if p[: len(here)] == here]:
-                del origins[known]
-            origins[here] = f"from {name}"
+            for known in [p for p in origins if p[: len(path)] == path]:
+                del origins[known]  # lines in the file no longer say where these values are
+            origins[path] = f"from {name}"
             return None
-        if isinstance(container, dict) and container.get(key) is None:
-            container[key] = default()
-        if not isinstance(container[key], dict | list):
-            return f"{format_path(here)} is {container[key]!r}; cannot override a key inside it"
-        container, info, path = container[key], child_info, here
+        container = _enter(container, key, info, default, path, segments[position + 1])
+        if isinstance(container, str):
+            return container
     return None
+
+
+def _enter(
+    container: Any, key: Any, info: mi.Type, default: Any, path: Segments, next_key: str
+) -> Any:
+    """The child at ``key`` to set a key inside (made from its default if absent), or why not."""
+    kind = _unwrap(info)
+    if not isinstance(kind, mi.StructType | mi.DictType | mi.ListType):
+        return f"{format_path(path)} is a single value; it has no key {next_key.lower()!r}"
+    if isinstance(container, dict) and container.get(key) is None:
+        container[key] = default()
+    child = container[key]
+    if not isinstance(child, list if isinstance(kind, mi.ListType) else dict):
+        return f"{format_path(path)} is {child!r}; cannot override a key inside it"
+    return child
 
 
 def _step(container: Any, info: mi.Type, segment: str, path: Segments) -> Any:
@@ -168,11 +181,10 @@ def _step(container: Any, info: mi.Type, segment: str, path: Segments) -> Any:
     if isinstance(info, mi.DictType):
         existing = {str(key).lower(): key for key in container}
         return existing.get(segment.lower(), segment.lower()), info.value_type, dict
-    if isinstance(info, mi.ListType):
-        if not segment.isdigit() or int(segment) >= len(container):
-            return f"{segment!r} is not an index of {where} (it has {len(container)} items)"
-        return int(segment), info.item_type, dict
-    return f"{where} is a single value; it has no key {segment.lower()!r}"
+    assert isinstance(info, mi.ListType)  # _set_path enters nothing but containers
+    if not segment.isdigit() or int(segment) >= len(container):
+        return f"{segment!r} is not an index of {where} (it has {len(container)} items)"
+    return int(segment), info.item_type, dict
 
 
 def _unwrap(info: mi.Type) -> mi.Type:
