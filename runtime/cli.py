@@ -89,7 +89,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Supervise until a stop signal: 0 on a clean stop, 1 if the runtime failed."""
+    """Supervise until a stop signal: 0 on a clean stop, 1 if the runtime failed, 2 for a bad
+    config, 130 for a SIGINT that came before the signal handlers were in place."""
     import anyio
 
     config = _load(args.config)

@@ -218,6 +218,19 @@ def test_run_exits_2_when_the_runtime_refuses_its_config(
     assert capsys.readouterr().err == "$.logging.file: cannot open\n"
 
 
+def test_run_interrupted_before_signals_are_handled_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KeyboardInterrupt out of the event loop's start is a quiet exit 130, no traceback."""
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("anyio.run", interrupted)
+    assert main(["run", "--config", str(ROOT / "config.yaml")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_run_with_an_invalid_config_exits_2_before_starting(
     fake_app: type[FakeRuntime], capsys: pytest.CaptureFixture[str]
 ) -> None:
