@@ -47,6 +47,7 @@ __all__ = [
     "RetrySection",
     "RuntimeSection",
     "SamplerSection",
+    "SchedulerLoadSection",
     "SchedulerSection",
     "TaskClassConfig",
     "TierConfig",
@@ -171,8 +172,25 @@ def _default_classes() -> dict[str, TaskClassConfig]:
             priority=1, deadline_ms=1000, max_concurrency=4, reserved=1, executor="thread"
         ),
         "command": TaskClassConfig(priority=2, deadline_ms=2000),
-        "background": TaskClassConfig(priority=9, deadline_ms=None, executor="process"),
+        "background": TaskClassConfig(
+            priority=9, deadline_ms=None, executor="process", aging_ms=1000
+        ),
     }
+
+
+class SchedulerLoadSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How background concurrency adapts to load (AIMD), and when background work is shed.
+
+    Background classes are those without a deadline.
+    """
+
+    interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 500
+    lag_target_ms: PosInt = 20
+    cpu_target_percent: Percent = 80.0
+    increase: PosFloat = 1.0
+    decrease_factor: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5
+    shed_lag_ms: PosInt = 250
+    shed_cpu_percent: Percent = 95.0
 
 
 class SchedulerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -184,6 +202,9 @@ class SchedulerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     )
     process_workers: NonNegInt = 2
     thread_workers: PosInt = 8
+    loop_workers: PosInt = 64
+    preempt_background: bool = True
+    load: SchedulerLoadSection = msgspec.field(default_factory=SchedulerLoadSection)
 
 
 class SamplerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
