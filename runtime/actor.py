@@ -30,6 +30,7 @@ from .retry import RetryPolicy, backoff_delays
 if TYPE_CHECKING:
     from .deadletters import DeadLetters
     from .events import EventBus
+    from .metrics import MetricsRegistry
 
 __all__ = ["Actor", "ActorContext", "ActorRef", "ActorStatistics"]
 
@@ -43,6 +44,7 @@ class ActorContext:
     clock: Clock = field(default_factory=RealClock)
     dead_letters: DeadLetters | None = None
     events: EventBus | None = None
+    metrics: MetricsRegistry | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rng: random.Random = field(default_factory=random.Random)
 

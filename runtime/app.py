@@ -24,6 +24,7 @@ from .deadletters import DeadLetters, DeadLetterStatistics
 from .events import ConfigReloaded, EventBus, EventBusStatistics
 from .exceptions import ConfigError
 from .logging import LogSink, configure_logging, reset_logging
+from .metrics import MetricsRegistry
 from .retry import RetryPolicy
 from .service import Service
 from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
@@ -79,10 +80,12 @@ class Runtime:
         self._events = EventBus(
             clock=self._clock, subscriber_capacity=runtime.events.subscriber_capacity
         )
+        self._metrics = MetricsRegistry(clock=self._clock)
         self._context = ActorContext(
             clock=self._clock,
             dead_letters=self._dead_letters,
             events=self._events,
+            metrics=self._metrics,
             retry=_retry_policy(self._config),
         )
         self._supervisor = _root_supervisor(self._config, self._context)
@@ -162,6 +165,11 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return self._dead_letters
+
+    @property
+    def metrics(self) -> MetricsRegistry:
+        """Custom gauges: ``rt.metrics.set("stt_queue_depth", 4, device="kitchen")``."""
+        return self._metrics
 
     def circuit_breaker(self, name: str, **settings: Any) -> CircuitBreaker:
         """A circuit breaker whose state changes are logged and published on ``events``.
