@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test bench lint install clean
+.PHONY: run test bench lint install clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/jarvis-runtime run --config config.yaml
 
-test: install
+# System packages some tests drive for real (promtool, Alertmanager, redis-server), when missing.
+system-deps:
+	@if [ -x .ci/install-system-deps ]; then ./.ci/install-system-deps; fi
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 bench: install
