@@ -11,6 +11,8 @@ a priority. Messages sent without one get ``DEFAULT_PRIORITY``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -26,6 +28,7 @@ T = TypeVar("T")
 Policy = Literal["block", "drop_oldest", "drop_newest", "reject"]
 POLICIES: tuple[str, ...] = get_args(Policy)
 DEFAULT_PRIORITY = 5
+_Waiter = asyncio.Future[None]
 
 
 class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,8 +91,8 @@ class Channel(Generic[T]):
         self._other = 0
         self._size = 0
         self._closed = False
-        self._send_waiters: deque[anyio.Event] = deque()
-        self._recv_waiters: deque[anyio.Event] = deque()
+        self._send_waiters: deque[_Waiter] = deque()
+        self._recv_waiters: deque[_Waiter] = deque()
         self._sent = 0
         self._received = 0
         self._dropped = 0
@@ -105,7 +108,7 @@ class Channel(Generic[T]):
         (counted, handed to ``on_drop``) instead.
         """
         if self._closed:
-            raise ChannelClosed(f"channel {self.name or ''} is closed".replace("  ", " "))
+            raise ChannelClosed(f"{self._label()} is closed")
         if self._size < self.capacity:
             self._push(item, priority)
             return
@@ -134,7 +137,7 @@ class Channel(Generic[T]):
             if size > self._high_water:
                 self._high_water = size
             if self._recv_waiters:
-                self._recv_waiters.popleft().set()
+                self._wake_one(self._recv_waiters)
             return
         if self._closed or size < self.capacity or self.policy != "block":
             self.send_nowait(item, priority=priority)
@@ -142,7 +145,7 @@ class Channel(Generic[T]):
         while True:
             await self._wait(self._send_waiters)
             if self._closed:
-                raise ChannelClosed(f"channel {self.name or ''} was closed while sending")
+                raise ChannelClosed(f"{self._label()} was closed while sending")
             if self._size < self.capacity:
                 self._push(item, priority)
                 return
@@ -162,7 +165,7 @@ class Channel(Generic[T]):
         if self._size > self._high_water:
             self._high_water = self._size
         if self._recv_waiters:
-            self._recv_waiters.popleft().set()
+            self._wake_one(self._recv_waiters)
 
     def _pop_oldest_least_urgent(self) -> T:
         for priority in reversed(self._lanes):
@@ -188,13 +191,13 @@ class Channel(Generic[T]):
         """
         if self._size == 0:
             if self._closed:
-                raise ChannelClosed(f"channel {self.name or ''} is closed and empty")
+                raise ChannelClosed(f"{self._label()} is closed and empty")
             raise anyio.WouldBlock
         item = self._default.popleft() if self._other == 0 else self._pop_most_urgent()
         self._size -= 1
         self._received += 1
         if self._send_waiters:
-            self._send_waiters.popleft().set()
+            self._wake_one(self._send_waiters)
         return item
 
     def _pop_most_urgent(self) -> T:
@@ -212,7 +215,7 @@ class Channel(Generic[T]):
         """
         while self._size == 0:
             if self._closed:
-                raise ChannelClosed(f"channel {self.name or ''} is closed and empty")
+                raise ChannelClosed(f"{self._label()} is closed and empty")
             await self._wait(self._recv_waiters)
         if self._other:
             return self.receive_nowait()
@@ -220,7 +223,7 @@ class Channel(Generic[T]):
         self._size -= 1
         self._received += 1
         if self._send_waiters:
-            self._send_waiters.popleft().set()
+            self._wake_one(self._send_waiters)
         return self._default.popleft()
 
     def __aiter__(self) -> Channel[T]:
@@ -231,32 +234,55 @@ class Channel(Generic[T]):
             self._size -= 1
             self._received += 1
             if self._send_waiters:
-                self._send_waiters.popleft().set()
+                self._wake_one(self._send_waiters)
             return self._default.popleft()
         try:
             return await self.receive()
         except ChannelClosed:
             raise StopAsyncIteration from None
 
+    async def wait_receivable(self) -> None:
+        """Wait until a message is buffered, the channel closes, or ``wake_receivers()`` is called.
+
+        Returns at once, without yielding, if a message is already buffered. For a consumer that
+        must also react to something other than messages (an actor told to stop).
+        """
+        if self._size == 0 and not self._closed:
+            await self._wait(self._recv_waiters)
+
+    def wake_receivers(self) -> None:
+        """Wake every waiting receiver; ``receive`` goes back to waiting if nothing is there."""
+        while self._recv_waiters:
+            self._wake_one(self._recv_waiters)
+
     # -- waiting -----------------------------------------------------------------------------
 
-    async def _wait(self, waiters: deque[anyio.Event]) -> None:
-        event = anyio.Event()
-        waiters.append(event)
+    async def _wait(self, waiters: deque[_Waiter]) -> None:
+        # A bare loop future, not an event object: the waiting path of a ping-pong (an actor's
+        # ask) runs this once per message.
+        waiter: _Waiter = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
         try:
-            await event.wait()
+            await waiter
         except BaseException:
-            if event.is_set():
+            if waiter.done() and not waiter.cancelled():
                 # We were woken and cancelled at once: pass the wake-up on, or it is lost.
                 self._wake_one(waiters)
             else:
-                waiters.remove(event)
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
             raise
 
+    def _label(self) -> str:
+        return f"channel {self.name!r}" if self.name else "channel"
+
     @staticmethod
-    def _wake_one(waiters: deque[anyio.Event]) -> None:
-        if waiters:
-            waiters.popleft().set()
+    def _wake_one(waiters: deque[_Waiter]) -> None:
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # skip a waiter cancelled but not yet removed
+                waiter.set_result(None)
+                return
 
     # -- lifecycle and introspection ---------------------------------------------------------
 
@@ -267,7 +293,7 @@ class Channel(Generic[T]):
         self._closed = True
         for waiters in (self._send_waiters, self._recv_waiters):
             while waiters:
-                waiters.popleft().set()
+                self._wake_one(waiters)
 
     @property
     def closed(self) -> bool:

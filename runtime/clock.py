@@ -17,7 +17,7 @@ from typing import Protocol
 
 import anyio
 
-__all__ = ["Clock", "FakeClock", "RealClock", "settle"]
+__all__ = ["Clock", "FakeClock", "RealClock", "TimerHandle", "settle"]
 
 
 class Clock(Protocol):
@@ -35,6 +35,10 @@ class Clock(Protocol):
 
     async def sleep_until(self, deadline: float) -> None: ...
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` on the loop after ``seconds``; ``cancel()`` the handle to stop it."""
+        ...
+
     def fail_after(self, seconds: float | None) -> AbstractContextManager[anyio.CancelScope]:
         """A scope that raises ``TimeoutError`` when its body runs past ``seconds``."""
         ...
@@ -44,8 +48,17 @@ class Clock(Protocol):
         ...
 
 
+class TimerHandle(Protocol):
+    """What ``call_later`` returns."""
+
+    def cancel(self) -> None: ...
+
+
 class RealClock:
     """The event loop's clock (monotonic) and the system's wall clock."""
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
     def now(self) -> float:
         return time.monotonic()
@@ -74,6 +87,9 @@ class _Timer:
         self.seq = seq
         self.callback = callback
         self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     def __lt__(self, other: _Timer) -> bool:
         return (self.deadline, self.seq) < (other.deadline, other.seq)
@@ -106,10 +122,14 @@ class FakeClock:
         return self._timers[0].deadline if self._timers else None
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> _Timer:
-        """Run ``callback`` when the clock reaches ``deadline`` (at once if it has)."""
+        """Run ``callback`` at the first ``advance`` that reaches ``deadline`` (even
+        ``advance(0)`` when it is already due)."""
         timer = _Timer(deadline, next(self._seq), callback)
         heapq.heappush(self._timers, timer)
         return timer
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> _Timer:
+        return self.call_at(self._now + max(0.0, seconds), callback)
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self._now + seconds)

@@ -346,7 +346,7 @@ async def test_send_after_close_raises_channel_closed() -> None:
     """After close(), send and send_nowait raise ChannelClosed, even with room."""
     ch = open_channel(5, name="jobs")
     ch.close()
-    with pytest.raises(ChannelClosed, match="channel jobs is closed"):
+    with pytest.raises(ChannelClosed, match="channel 'jobs' is closed"):
         await ch.send("x")
     with pytest.raises(ChannelClosed):
         ch.send_nowait("x", priority=1)
@@ -362,9 +362,9 @@ async def test_receivers_get_what_is_buffered_then_channel_closed() -> None:
     assert ch.receive_nowait() == "a"
     assert await ch.receive() == "b"
     assert ch.drain_nowait() == ["c"]
-    with pytest.raises(ChannelClosed, match="jobs is closed and empty"):
+    with pytest.raises(ChannelClosed, match="channel 'jobs' is closed and empty"):
         await ch.receive()
-    with pytest.raises(ChannelClosed, match="jobs is closed and empty"):
+    with pytest.raises(ChannelClosed, match="channel 'jobs' is closed and empty"):
         ch.receive_nowait()
 
 
@@ -409,7 +409,7 @@ async def test_close_wakes_waiting_senders_with_channel_closed() -> None:
     for sender in senders:
         assert not sender.done
         assert isinstance(sender.error, ChannelClosed)
-        assert "jobs was closed while sending" in str(sender.error)
+        assert "channel 'jobs' was closed while sending" in str(sender.error)
     assert ch.drain_nowait() == [0]
 
 
@@ -529,3 +529,37 @@ def test_bad_policy_raises_value_error_listing_the_policies() -> None:
         match=r"policy must be one of block, drop_oldest, drop_newest, reject; got 'fifo'",
     ):
         open_channel(4, "fifo")  # type: ignore[arg-type]
+
+
+async def test_unnamed_channel_messages_read_cleanly() -> None:
+    """An unnamed channel's errors say "channel is closed", with no gap for a missing name."""
+    ch = open_channel(1)
+    ch.close()
+    with pytest.raises(ChannelClosed, match="^channel is closed$"):
+        ch.send_nowait(1)
+    with pytest.raises(ChannelClosed, match="^channel is closed and empty$"):
+        await ch.receive()
+
+
+async def test_wake_receivers_lets_a_waiter_return_without_a_message() -> None:
+    """wait_receivable returns on wake_receivers; receive goes back to waiting instead."""
+    ch = open_channel(1)
+    woke: list[str] = []
+
+    async def waiter() -> None:
+        await ch.wait_receivable()
+        woke.append("waiter")
+
+    async def receiver() -> None:
+        woke.append(await ch.receive())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        tg.start_soon(receiver)
+        await settle()
+        ch.wake_receivers()
+        await settle()
+        assert woke == ["waiter"]
+        ch.send_nowait("item")
+        await settle()
+    assert woke == ["waiter", "item"]
