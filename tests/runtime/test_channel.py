@@ -535,9 +535,9 @@ async def test_unnamed_channel_messages_read_cleanly() -> None:
     """An unnamed channel's errors say "channel is closed", with no gap for a missing name."""
     ch = open_channel(1)
     ch.close()
-    with pytest.raises(ChannelClosed, match="^channel is closed$"):
+    with pytest.raises(ChannelClosed, match=r"^channel is closed$"):
         ch.send_nowait(1)
-    with pytest.raises(ChannelClosed, match="^channel is closed and empty$"):
+    with pytest.raises(ChannelClosed, match=r"^channel is closed and empty$"):
         await ch.receive()
 
 
