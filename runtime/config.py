@@ -214,6 +214,10 @@ class SamplerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
     history_path: NonEmptyStr | None = "var/samples.db"
     retention_s: PosInt = 86400
+    downsample_after_s: PosInt = 3600
+    downsample_bucket_s: PosInt = 60
+    disk_path: NonEmptyStr = "/"
+    subscriber_capacity: PosInt = 16
 
 
 class ProfilerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
