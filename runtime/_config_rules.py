@@ -14,6 +14,7 @@ from ._config_check import Segments
 
 if TYPE_CHECKING:
     from .config import (
+        AlertRule,
         AlertSection,
         CacheSection,
         PluginQuota,
@@ -129,16 +130,36 @@ def check_quotas(quotas: QuotaSection) -> Found:
 
 
 def check_alerts(alerts: AlertSection) -> Found:
-    """Rule names are unique; sink URLs are HTTP."""
+    """Rule names are unique; expressions and templates parse; sink URLs are HTTP."""
     seen: set[str] = set()
     for index, rule in enumerate(alerts.rules):
         if rule.name in seen:
             yield ("rules", index, "name"), f"duplicate rule name {rule.name!r}"
         seen.add(rule.name)
+        yield from _check_rule_syntax(rule, index)
     sinks = {"alertmanager_url": alerts.alertmanager_url, "webhook_url": alerts.webhook_url}
     for key, url in sinks.items():
         if url is not None and not _has_scheme(url, ("http://", "https://")):
             yield (key,), f"{url!r} is not an http:// or https:// URL"
+
+
+def _check_rule_syntax(rule: AlertRule, index: int) -> Found:
+    """The rule's expression and templates, parsed as the Alerter will parse them."""
+    # The parsers live with the Alerter; they import only the standard library, so loading
+    # them here keeps config validation light and checks exactly what will run.
+    from actors.alerter.expr import parse_expr
+    from actors.alerter.template import Template
+
+    try:
+        parse_expr(rule.expr)
+    except ValueError as exc:
+        yield ("rules", index, "expr"), f"{rule.expr!r}: {exc}"
+    for kind, texts in (("labels", rule.labels), ("annotations", rule.annotations)):
+        for key, text in texts.items():
+            try:
+                Template(text)
+            except ValueError as exc:
+                yield ("rules", index, kind, key), str(exc)
 
 
 def _has_scheme(url: str, schemes: tuple[str, ...]) -> bool:

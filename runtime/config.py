@@ -312,6 +312,7 @@ class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     keep_firing_for: DurationS = 0.0
     labels: dict[LabelName, str] = msgspec.field(default_factory=dict)
     annotations: dict[LabelName, str] = msgspec.field(default_factory=dict)
+    recovery: list[Name] = msgspec.field(default_factory=list)
 
 
 def _default_rules() -> list[AlertRule]:
@@ -337,6 +338,7 @@ def _default_rules() -> list[AlertRule]:
             keep_firing_for=60.0,
             labels={"severity": "critical"},
             annotations={"summary": "The runtime's RSS is above its 2 GiB budget"},
+            recovery=["collect_garbage"],
         ),
     ]
 
@@ -348,8 +350,11 @@ class AlertSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     evaluation_interval_ms: PosInt = 1000
     repeat_interval_s: PosFloat = 3600.0
     history_path: NonEmptyStr | None = "var/alerts.db"
+    history_retention_s: PosFloat = 2_592_000.0
     alertmanager_url: NonEmptyStr | None = None
     webhook_url: NonEmptyStr | None = None
+    sink_timeout_s: PosFloat = 5.0
+    outbox_capacity: PosInt = 100
     rules: list[AlertRule] = msgspec.field(default_factory=_default_rules)
 
 
