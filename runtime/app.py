@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import msgspec
@@ -29,12 +29,26 @@ from .retry import RetryPolicy
 from .service import Service
 from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
 
+if TYPE_CHECKING:
+    from actors.scheduler import Scheduler, TaskHandle
+
 __all__ = ["Runtime", "RuntimeStatistics"]
 
-# The services the assembly knows, by config section. Filled in as the actors land; each entry
-# builds the service from the configuration and the shared actor context.
 ServiceFactory = Callable[[Config, ActorContext], Service]
-SERVICES: dict[str, ServiceFactory] = {}
+
+
+def _scheduler(config: Config, context: ActorContext) -> Service:
+    from actors.scheduler import Scheduler
+
+    return Scheduler(config.scheduler, context)
+
+
+# The services the assembly knows, by config section, in start order (they stop in reverse).
+# Each builds its service from the configuration and the shared actor context; the actors'
+# modules are imported only when their section is enabled.
+SERVICES: dict[str, ServiceFactory] = {
+    "scheduler": _scheduler,
+}
 
 # Config paths the Runtime itself applies live on reload.
 _LIVE_PATHS = ("$.logging.level", "$.logging.console", "$.runtime.dead_letters.log_interval_s")
@@ -177,6 +191,69 @@ class Runtime:
         ``settings``: failure_threshold, reset_timeout_s, success_threshold.
         """
         return self._context.circuit_breaker(name, **settings)
+
+    # -- the scheduler --------------------------------------------------------------------------
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The Scheduler; raises ``RuntimeError`` when ``scheduler.enabled`` is false."""
+        return cast("Scheduler", self._service("scheduler"))
+
+    async def submit(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        task_class: str = "command",
+        deadline: float | None = None,
+        run_in: Literal["loop", "thread", "process"] | None = None,
+        plugin: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` as a ``task_class`` task and return its value.
+
+        ``deadline`` is seconds from now (default: the class's). ``run_in`` None runs coroutine
+        functions on the loop and others in the class's executor. Raises ``DeadlineExceeded``,
+        ``Overloaded``, ``ValueError``/``TypeError`` for bad input, or what ``fn`` raised.
+        """
+        return await self.scheduler.submit(
+            fn,
+            *args,
+            task_class=task_class,
+            deadline=deadline,
+            run_in=run_in,
+            plugin=plugin,
+            **kwargs,
+        )
+
+    def spawn(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        task_class: str = "background",
+        deadline: float | None = None,
+        run_in: Literal["loop", "thread", "process"] | None = None,
+        plugin: str | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[Any]:
+        """Start ``fn`` as a task and return its handle: ``await h.result()``, ``h.cancel()``."""
+        return self.scheduler.spawn(
+            fn,
+            *args,
+            task_class=task_class,
+            deadline=deadline,
+            run_in=run_in,
+            plugin=plugin,
+            **kwargs,
+        )
+
+    def _service(self, section: str) -> Service:
+        service = self._services.get(section)
+        if service is None:
+            state = "has not started" if self._started_at is None else "is disabled in config"
+            raise RuntimeError(f"the {section} {state} ({section}.enabled); no rt.{section}")
+        return service
 
     def add_actor(self, spec: ChildSpec) -> ActorRef:
         """Run one of the assistant's own actors under the runtime's root supervisor."""

@@ -1,0 +1,59 @@
+"""The Runtime's scheduler face, end to end on the real clock and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from runtime import Runtime, load_config
+
+
+def config_text(tmp_path: Path) -> str:
+    return f"logging: {{file: {tmp_path / 'runtime.jsonl'}, console: false}}\n"
+
+
+async def voice_turn(text: str) -> str:
+    return text.upper()
+
+
+def blocking_lookup(key: str) -> tuple[str, bool]:
+    return key, threading.current_thread() is not threading.main_thread()
+
+
+def cpu_work(n: int) -> tuple[int, int]:
+    return sum(i * i for i in range(n)), os.getpid()
+
+
+async def test_submit_runs_each_kind_of_work_where_it_belongs(tmp_path: Path) -> None:
+    """Coroutines run on the loop, sync I/O in a thread, CPU work in a worker process."""
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(tmp_path))
+    async with Runtime.from_path(path) as rt:
+        assert await rt.submit(voice_turn, "hi", task_class="voice") == "HI"
+        assert await rt.submit(blocking_lookup, "k", task_class="voice") == ("k", True)
+        total, pid = await rt.submit(cpu_work, 1000, task_class="background")
+        assert total == sum(i * i for i in range(1000)) and pid != os.getpid()
+        handle = rt.spawn(cpu_work, 10)
+        assert (await handle.result())[0] == sum(i * i for i in range(10)) and handle.done()
+        with pytest.raises(ValueError, match="wake_word"):
+            await rt.submit(voice_turn, "x", task_class="no_such_class")
+        classes = rt.statistics().services["scheduler"].classes
+        assert classes["voice"].completed == 2 and classes["background"].completed == 2
+
+
+async def test_disabled_scheduler_says_so(tmp_path: Path) -> None:
+    """With scheduler.enabled false, rt.submit raises RuntimeError naming the setting."""
+    config = load_config(
+        None,
+        env={
+            "JARVIS_RUNTIME__SCHEDULER__ENABLED": "false",
+            "JARVIS_RUNTIME__LOGGING__FILE": str(tmp_path / "r.jsonl"),
+            "JARVIS_RUNTIME__LOGGING__CONSOLE": "false",
+        },
+    )
+    async with Runtime(config) as rt:
+        with pytest.raises(RuntimeError, match=r"scheduler is disabled in config"):
+            await rt.submit(voice_turn, "x")
