@@ -121,18 +121,18 @@ class Engine:
     # -- dispatching --------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Fail what expired, start what may run, shed what must go, pause or resume."""
+        """Fail what expired, pause or resume, start what may run, shed what must go."""
         tg = self.tg
         if tg is None:
             return
         now = self._clock.now()
         for task in self.queue.expire(now):
             self._expire(task, now)
+        self._preempt()
         while (ready := self.queue.pop_ready(now)) is not None:
             self._start(ready, now, tg)
-        for task in self.queue.shed():
+        for task in self.queue.shed(now):
             self._shed(task)
-        self._preempt()
 
     def _start(self, task: Task, now: float, tg: anyio.abc.TaskGroup) -> None:
         task.started_at = now
@@ -144,9 +144,11 @@ class Engine:
         tg.start_soon(self._execute, task, name=f"scheduler task {task.id}")
 
     def _preempt(self) -> None:
+        """Pause background process work while urgent work is active, and start none."""
         pause = self.config.preempt_background and self.queue.urgent_active
         if pause != self.paused:
             self.paused = pause
+            self.queue.held = frozenset({"process"}) if pause else frozenset()
             if pause:
                 self.executors.pause_background()
             else:
@@ -165,10 +167,10 @@ class Engine:
 
     async def _run(self, task: Task) -> tuple[Any, BaseException | None]:
         config = self.config.classes[task.task_class]
-        with anyio.CancelScope() as scope:
-            task.scope = scope
-            if task.cancel_requested:
-                scope.cancel()
+        cancelled = TaskCancelled(f"task {task.id} of class {task.task_class!r} was cancelled")
+        if task.cancel_requested:  # cancelled between its start and now: do not call it
+            return None, cancelled
+        with anyio.CancelScope() as task.scope:
             with self._clock.move_on_after(self._cancel_after_s(task, config)) as deadline:
                 try:
                     for hook in self.hooks.start:
@@ -177,11 +179,12 @@ class Engine:
                 except Exception as exc:
                     return None, exc
             if deadline.cancelled_caught:
+                self._miss(task, self._clock.now())
                 return None, DeadlineExceeded(
                     f"task {task.id} of class {task.task_class!r} was cancelled at its "
                     f"deadline ({task.deadline_s:.3f}s; the class has cancel_at_deadline)"
                 )
-        return None, TaskCancelled(f"task {task.id} of class {task.task_class!r} was cancelled")
+        return None, cancelled
 
     def _cancel_after_s(self, task: Task, config: TaskClassConfig) -> float | None:
         """Seconds until a running task is cancelled: only with cancel_at_deadline, and only

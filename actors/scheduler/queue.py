@@ -20,7 +20,8 @@ when the task is background work (a class without a deadline) and load is being 
 the task would have to wait and the estimate from the queue ahead and the class's recent run
 time says its deadline cannot be met. Load is shed when the service reports overload (CPU or
 loop lag) and, per executor, while urgent work waits there for a slot: ``shed`` then hands back
-the queued background tasks to refuse, lowest classes first.
+the queued background tasks to refuse, lowest classes first (under slot pressure, only those
+that have not aged ahead of the waiting urgent work).
 """
 
 from __future__ import annotations
@@ -105,11 +106,11 @@ class _Class:
             return 0
         return max(0, self.config.reserved - self.running_in[executor])
 
-    def effective_priority(self, head: Task, now: float) -> int:
+    def effective_priority(self, task: Task, now: float) -> int:
         aging_ms = self.config.aging_ms
         if aging_ms is None:
             return self.config.priority
-        return self.config.priority - int((now - head.submitted_at) * 1000 // aging_ms)
+        return self.config.priority - int((now - task.submitted_at) * 1000 // aging_ms)
 
 
 class DispatchQueue:
@@ -126,7 +127,11 @@ class DispatchQueue:
         self._slots: dict[Executor, int] = {}
         self._busy: dict[Executor, int] = dict.fromkeys(EXECUTORS, 0)
         self.overloaded = False  # set by the service from CPU and loop-lag measurements
-        self._pressured: set[Executor] = set()  # executors where urgent work waits for a slot
+        # Executors where background classes start nothing for now (the service pauses the
+        # background work running there while urgent work is active).
+        self.held: frozenset[Executor] = frozenset()
+        # Executors where urgent work waits for a slot -> the most urgent level waiting there.
+        self._pressured: dict[Executor, int] = {}
         self.configure(classes, slots)
 
     # -- configuration ------------------------------------------------------------------------
@@ -174,7 +179,7 @@ class DispatchQueue:
                 f"task_class {state.name!r} has {config.queue_capacity} tasks waiting "
                 f"(queue_capacity); retry later or raise its queue_capacity"
             )
-        if not state.urgent and (self.overloaded or task.run_in in self._pressured):
+        if not state.urgent and (self.overloaded or self._outranked(state, task.run_in)):
             why = "the runtime is overloaded" if self.overloaded else "urgent work is waiting"
             raise Overloaded(
                 f"background task_class {state.name!r} is being shed: {why}; retry later"
@@ -213,6 +218,8 @@ class DispatchQueue:
         best_state: _Class | None = None
         best_lane: _Lane | None = None
         for state, executor, lane, head in self._heads():
+            if not state.urgent and executor in self.held:
+                continue
             if not self._may_start(state, executor, unused):
                 continue
             deadline = _INF if head.deadline_at is None else head.deadline_at
@@ -307,13 +314,15 @@ class DispatchQueue:
                     soonest = due
         return soonest
 
-    def shed(self) -> list[Task]:
+    def shed(self, now: float) -> list[Task]:
         """Take out the queued background tasks to refuse under the current pressure.
 
-        Background work is shed everywhere while ``overloaded``, and in each executor where an
-        urgent task waits because the executor has no slot for it. Lowest classes come first.
+        While ``overloaded``, all queued background work goes. In an executor where urgent
+        work waits for a slot, the background tasks behind it go, but not those that have
+        aged ahead of it: aging keeps its promise that background work progresses.
+        Lowest classes come first.
         """
-        self._pressured = self._executors_under_pressure()
+        self._pressured = self._executors_under_pressure(now)
         if not (self.overloaded or self._pressured):
             return []
         shed: list[Task] = []
@@ -322,22 +331,46 @@ class DispatchQueue:
             if state.urgent:
                 continue
             for executor, lane in state.lanes.items():
-                if self.overloaded or executor in self._pressured:
-                    while lane.live:
-                        lane.head()  # drops dead entries, so pop() returns a live one
-                        shed.append(lane.pop())
+                if lane.live and (self.overloaded or executor in self._pressured):
+                    level = None if self.overloaded else self._pressured[executor]
+                    shed += self._shed_lane(state, lane, now, level)
         for task in shed:
             task.state = "new"
         return shed
 
-    def _executors_under_pressure(self) -> set[Executor]:
+    def _shed_lane(self, state: _Class, lane: _Lane, now: float, level: int | None) -> list[Task]:
+        """The lane's tasks ranked below ``level`` (all of them for ``None``), taken out."""
+        kept: list[tuple[float, int, Task]] = []
+        shed: list[Task] = []
+        for entry in lane.heap:
+            task = entry[2]
+            if task.state != "queued":
+                continue
+            if level is None or state.effective_priority(task, now) > level:
+                shed.append(task)
+            else:
+                kept.append(entry)
+        if shed:
+            heapq.heapify(kept)
+            lane.heap, lane.live, lane.dead = kept, len(kept), 0
+        return shed
+
+    def _executors_under_pressure(self, now: float) -> dict[Executor, int]:
+        """Executors where an urgent lane head may not start for want of a slot (not for its
+        class limit), with the most urgent effective priority waiting there."""
         unused = self._unused_reservations()
-        pressured: set[Executor] = set()
-        for state, executor, _lane, _head in self._heads():
+        pressured: dict[Executor, int] = {}
+        for state, executor, _lane, head in self._heads():
             blocked_by_slots = not self._may_start(state, executor, unused)
             if state.urgent and state.running < state.limit and blocked_by_slots:
-                pressured.add(executor)
+                level = state.effective_priority(head, now)
+                pressured[executor] = min(level, pressured.get(executor, level))
         return pressured
+
+    def _outranked(self, state: _Class, executor: Executor) -> bool:
+        """Whether a new task of ``state`` would rank behind urgent work waiting there."""
+        level = self._pressured.get(executor)
+        return level is not None and state.config.priority > level
 
     # -- introspection ------------------------------------------------------------------------
 

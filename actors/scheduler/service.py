@@ -5,7 +5,9 @@ acts on the dispatch queue directly (no mailbox round trip): a task that finds a
 starts at once. Two maintenance tasks run beside the work: a dispatcher that wakes when a
 queued task reaches its deadline (nothing else would notice), and a load monitor that measures
 event-loop lag (a heartbeat on the clock) and CPU (``psutil.cpu_percent``, off the loop) to
-adapt background concurrency (AIMD) and to shed background work under overload.
+adapt background concurrency (AIMD) and to shed background work under overload. While urgent
+work (a class with a deadline) waits or runs, background work in worker processes is paused
+and no more of it starts (``preempt_background``).
 
 Standalone (a benchmark, a script), on the real clock::
 
@@ -114,6 +116,7 @@ class Scheduler:
             raise RuntimeError("the scheduler is already running; stop it first")
         self._running = True
         engine = self._engine
+        body_error: BaseException | None = None
         try:
             await engine.executors.start(self._eager_tiers())
             async with anyio.create_task_group() as tg:
@@ -122,13 +125,20 @@ class Scheduler:
                 tg.start_soon(self._monitor)
                 try:
                     yield self
+                except BaseException as exc:
+                    # Re-raised below, after the task group, so that the caller gets its own
+                    # error back as it was, not wrapped in an exception group.
+                    body_error = exc
                 finally:
                     engine.abort()
         finally:
             engine.tg = None
             engine.paused = False
+            engine.queue.held = frozenset()
             self._running = False
             await engine.executors.aclose()
+        if body_error is not None:
+            raise body_error
 
     def _eager_tiers(self) -> set[Tier]:
         classes = self.config.classes.values()

@@ -38,7 +38,7 @@ def make_queue(
 ) -> tuple[DispatchQueue, Maker]:
     chosen = classes or {"urgent": URGENT, "command": COMMAND, "background": BACKGROUND}
     sizes: dict[Executor, int] = {"loop": 4, "thread": 2, "process": 2}
-    sizes.update(slots)  # type: ignore[typeddict-item]
+    sizes.update(slots)  # type: ignore[arg-type]  # the names are the executors
     return DispatchQueue(chosen, sizes), Maker()
 
 
@@ -68,18 +68,11 @@ def test_higher_priority_class_starts_first() -> None:
 def test_earliest_deadline_first_within_a_class() -> None:
     """Within a class, the earliest deadline starts first; no deadline goes last, FIFO."""
     queue, task = make_queue({"bg": TaskClassConfig(priority=9, max_concurrency=8)}, loop=8)
-    ids = [
-        queue_task.id
-        for queue_task in (
-            task("bg"),
-            task("bg", deadline_s=5.0),
-            task("bg", deadline_s=2.0),
-            task("bg"),
-            task("bg", deadline_s=3.0),
-        )
-        if queue.enqueue(queue_task, 0.0) is None
-    ]
-    assert drain(queue) == [ids[2], ids[4], ids[1], ids[0], ids[3]]
+    deadlines = [None, 5.0, 2.0, None, 3.0]
+    tasks = [task("bg", deadline_s=deadline) for deadline in deadlines]
+    for queued in tasks:
+        queue.enqueue(queued, 0.0)
+    assert drain(queue) == [tasks[i].id for i in (2, 4, 1, 0, 3)]
 
 
 def test_equal_priority_classes_interleave_by_deadline() -> None:
@@ -297,9 +290,9 @@ def test_overload_sheds_queued_background_work_lowest_class_first() -> None:
     for name in ("low", "lower", "low", "lower", "urgent"):
         queue.enqueue(task(name), 0.0)
     assert len(drain(queue)) == 3  # one of each class runs; one low and one lower wait
-    assert queue.shed() == []
+    assert queue.shed(0.0) == []
     queue.overloaded = True
-    shed = queue.shed()
+    shed = queue.shed(0.0)
     assert [t.task_class for t in shed] == ["lower", "low"]
     assert all(t.state == "new" for t in shed) and len(queue) == 0
     with pytest.raises(Overloaded, match="'low' is being shed: the runtime is overloaded"):
@@ -319,11 +312,28 @@ def test_urgent_work_waiting_for_a_slot_sheds_background_work_in_that_executor()
     queue.enqueue(task("urgent", run_in="thread"), 0.0)
     queue.set_limit("background", 1)
     queue.enqueue(on_loop, 0.0)  # waits for the class limit, on the loop
-    assert queue.shed() == [in_thread]
+    assert queue.shed(0.0) == [in_thread]
     assert queue.pressured == {"thread"}
     with pytest.raises(Overloaded, match="urgent work is waiting"):
         queue.enqueue(task("background", run_in="thread"), 0.0)
     queue.enqueue(task("background"), 0.0)  # the loop is not under pressure
+
+
+def test_background_work_aged_ahead_of_waiting_urgent_work_is_kept() -> None:
+    """Under slot pressure, a background task that aged past the urgent work is not shed."""
+    aging = TaskClassConfig(priority=9, aging_ms=100)
+    queue, task = make_queue({"command": COMMAND, "background": aging}, loop=1)
+    queue.enqueue(task("command", deadline_s=60.0), 0.0)
+    assert queue.pop_ready(0.0) is not None  # holds the only slot
+    old, young = task("background", at=0.0), task("background", at=1.0)
+    queue.enqueue(old, 0.0)
+    queue.enqueue(young, 1.0)
+    queue.enqueue(task("command", at=1.0), 1.0)
+    # At 1.0 s: old is 9 - 10 = -1, ahead of command's 2; young is still 9.
+    assert queue.shed(1.0) == [young]
+    assert queue.depth("background") == 1 and old.state == "queued"
+    with pytest.raises(Overloaded, match="urgent work is waiting"):
+        queue.enqueue(task("background", at=1.0), 1.0)
 
 
 def test_urgent_work_held_by_its_own_limit_sheds_nothing() -> None:
@@ -336,7 +346,22 @@ def test_urgent_work_held_by_its_own_limit_sheds_nothing() -> None:
     queue.enqueue(task("background"), 0.0)
     queue.enqueue(task("background"), 0.0)
     assert len(drain(queue)) == 2
-    assert queue.shed() == [] and queue.pressured == frozenset()
+    assert queue.shed(0.0) == [] and queue.pressured == frozenset()
+
+
+def test_held_executors_start_no_background_work() -> None:
+    """In a held executor background classes start nothing; urgent classes still start."""
+    queue, task = make_queue()
+    background, urgent = task("background", run_in="process"), task("urgent", run_in="process")
+    queue.enqueue(background, 0.0)
+    queue.enqueue(urgent, 0.0)
+    queue.enqueue(task("background"), 0.0)
+    queue.held = frozenset({"process"})
+    started = [queue.pop_ready(0.0), queue.pop_ready(0.0), queue.pop_ready(0.0)]
+    assert started[0] is urgent and started[1] is not None and started[1].run_in == "loop"
+    assert started[2] is None
+    queue.held = frozenset()
+    assert queue.pop_ready(0.0) is background
 
 
 def test_urgent_active_while_urgent_work_waits_or_runs() -> None:
