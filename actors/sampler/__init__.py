@@ -9,7 +9,7 @@ keeps samples in SQLite; ``ticker`` is the actor.
 from .sample import PluginStats as PluginStats
 from .sample import Sample as Sample
 from .service import Sampler as Sampler
-from .service import SamplerStatistics as SamplerStatistics
+from .stats import SamplerStatistics as SamplerStatistics
 from .subscription import SampleSubscription as SampleSubscription
 
 __all__ = ["PluginStats", "Sample", "SampleSubscription", "Sampler", "SamplerStatistics"]

@@ -23,7 +23,7 @@ import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -38,13 +38,14 @@ from .collector import Collector, Reading
 from .history import SampleHistory
 from .sample import Sample, gauges
 from .schedule import Slot, percentile
+from .stats import Counts, SamplerStatistics
 from .subscription import SampleSubscription
 from .ticker import Ticker
 
 if TYPE_CHECKING:
     from runtime.actor import ActorContext
 
-__all__ = ["CollectorLike", "Offload", "Sampler", "SamplerStatistics"]
+__all__ = ["CollectorLike", "Offload", "Sampler"]
 
 T = TypeVar("T")
 _WINDOW = 1024  # ticks kept for the lateness and collection-time percentiles
@@ -64,39 +65,6 @@ class Offload(Protocol):
     """Runs a blocking call away from the event loop (default: a worker thread)."""
 
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
-
-
-class SamplerStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of the Sampler; percentiles cover the last 1024 ticks."""
-
-    running: bool
-    interval_s: float
-    samples: int
-    skipped: int
-    lateness_p50_ms: float
-    lateness_p99_ms: float
-    lateness_max_ms: float
-    collect_p50_ms: float
-    collect_max_ms: float
-    watched: dict[str, list[int]]
-    vanished: int
-    forbidden: int
-    subscribers: int
-    subscriber_drops: int
-    history_path: str | None
-    history_errors: int
-    cgroup: str | None
-
-
-class _Tally(NamedTuple):
-    """Counts kept across actor instances."""
-
-    samples: int = 0
-    skipped: int = 0
-    vanished: int = 0
-    forbidden: int = 0
-    history_errors: int = 0
-    subscriber_drops: int = 0
 
 
 class Sampler:
@@ -131,7 +99,7 @@ class Sampler:
         self._written: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         self._lateness_s: deque[float] = deque(maxlen=_WINDOW)
         self._collect_s: deque[float] = deque(maxlen=_WINDOW)
-        self._tally = _Tally()
+        self._counts = Counts()
         self._history = _history(self.config)
         self._last_maintenance = -math.inf
         self._cgroup: str | None = None
@@ -177,9 +145,7 @@ class Sampler:
     def _unsubscribe(self, sub: SampleSubscription) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
-            self._tally = self._tally._replace(
-                subscriber_drops=self._tally.subscriber_drops + sub.dropped
-            )
+            self._counts.subscriber_drops += sub.dropped
 
     async def history(
         self, since_s: float, until_s: float | None = None, *, resolution_s: float | None = None
@@ -252,27 +218,27 @@ class Sampler:
 
     def statistics(self) -> SamplerStatistics:
         """Samples taken and skipped, schedule lateness, watched pids, subscribers, history."""
-        tally, lateness, collect = self._tally, list(self._lateness_s), list(self._collect_s)
+        counts, lateness, collect = self._counts, list(self._lateness_s), list(self._collect_s)
         plugins: dict[str, list[int]] = {}
         for pid, plugin in sorted(self._watched.items()):
             plugins.setdefault(plugin, []).append(pid)
         return SamplerStatistics(
             running=self._ticker is not None,
             interval_s=self.config.interval_ms / 1000,
-            samples=tally.samples,
-            skipped=tally.skipped,
+            samples=counts.samples,
+            skipped=counts.skipped,
             lateness_p50_ms=percentile(lateness, 0.5) * 1000,
             lateness_p99_ms=percentile(lateness, 0.99) * 1000,
             lateness_max_ms=max(lateness, default=0.0) * 1000,
             collect_p50_ms=percentile(collect, 0.5) * 1000,
             collect_max_ms=max(collect, default=0.0) * 1000,
             watched=plugins,
-            vanished=tally.vanished,
-            forbidden=tally.forbidden,
+            vanished=counts.vanished,
+            forbidden=counts.forbidden,
             subscribers=len(self._subscribers),
-            subscriber_drops=tally.subscriber_drops + sum(s.dropped for s in self._subscribers),
+            subscriber_drops=counts.subscriber_drops + sum(s.dropped for s in self._subscribers),
             history_path=self.config.history_path,
-            history_errors=tally.history_errors,
+            history_errors=counts.history_errors,
             cgroup=self._cgroup,
         )
 
@@ -309,14 +275,14 @@ class Sampler:
 
     def _ticked(self, slot: Slot, lateness_s: float) -> None:
         self._lateness_s.append(lateness_s)
-        self._tally = self._tally._replace(skipped=self._tally.skipped + slot.skipped)
+        self._counts.skipped += slot.skipped
 
     async def _publish(self, reading: Reading, collect_s: float) -> None:
         """Make ``reading`` seen: latest, gauges, history, then subscribers (so a sample a
         subscriber holds is already in the history); drop watched processes that are gone."""
         sample = reading.sample
         self._collect_s.append(collect_s)
-        self._tally = self._tally._replace(samples=self._tally.samples + 1)
+        self._counts.samples += 1
         self._latest = sample
         self._drop_watched(reading)
         self._set_gauges(sample)
@@ -325,14 +291,17 @@ class Sampler:
             sub._deliver(sample)
 
     def _drop_watched(self, reading: Reading) -> None:
-        for pids, what in ((reading.vanished, "vanished"), (reading.forbidden, "forbidden")):
-            for pid, plugin in pids:
-                if self._watched.get(pid) != plugin:
-                    continue  # unwatched (or re-watched for another plugin) meanwhile
-                del self._watched[pid]
-                self._tally = self._tally._replace(**{what: getattr(self._tally, what) + 1})
-                self._log.warning(f"watched process {what}; no longer watched",
-                                  pid=pid, plugin=plugin)  # fmt: skip
+        for pid, plugin in reading.vanished:
+            self._counts.vanished += self._unwatch_gone(pid, plugin, reason="vanished")
+        for pid, plugin in reading.forbidden:
+            self._counts.forbidden += self._unwatch_gone(pid, plugin, reason="forbidden")
+
+    def _unwatch_gone(self, pid: int, plugin: str, *, reason: str) -> bool:
+        if self._watched.get(pid) != plugin:
+            return False  # unwatched (or re-watched for another plugin) meanwhile
+        del self._watched[pid]
+        self._log.warning("watched process dropped", pid=pid, plugin=plugin, reason=reason)
+        return True
 
     def _set_gauges(self, sample: Sample) -> None:
         """Write every figure; remove series that this sample no longer has (a plugin gone)."""
@@ -359,8 +328,8 @@ class Sampler:
                 self._log.error("sample history write failed", errors=errors, error=repr(exc))
 
     def _count_history_error(self) -> int:
-        self._tally = self._tally._replace(history_errors=self._tally.history_errors + 1)
-        return self._tally.history_errors
+        self._counts.history_errors += 1
+        return self._counts.history_errors
 
 
 def _real_collector(config: SamplerSection) -> CollectorLike:

@@ -189,8 +189,9 @@ async def test_a_vanished_watched_process_is_dropped_with_a_log_line(clock: Fake
         stats = sampler.statistics()
     assert sampler.watched() == {}
     assert (stats.vanished, stats.samples) == (1, 2)
-    line = next(e for e in logs if e["event"] == "watched process vanished; no longer watched")
-    assert (line["pid"], line["plugin"], line["level"]) == (4242, "weather", "warning")
+    line = next(e for e in logs if e["event"] == "watched process dropped")
+    assert (line["pid"], line["plugin"], line["reason"]) == (4242, "weather", "vanished")
+    assert line["level"] == "warning"
 
 
 async def test_a_forbidden_watched_process_is_dropped_with_a_log_line(clock: FakeClock) -> None:
@@ -202,7 +203,7 @@ async def test_a_forbidden_watched_process_is_dropped_with_a_log_line(clock: Fak
         with capture_logs() as logs:
             await clock.advance(1.0)
     assert sampler.watched() == {} and sampler.statistics().forbidden == 1
-    assert any(e["event"] == "watched process forbidden; no longer watched" for e in logs)
+    assert [e["reason"] for e in logs if e["event"] == "watched process dropped"] == ["forbidden"]
 
 
 async def test_a_pid_rewatched_for_another_plugin_meanwhile_is_kept(clock: FakeClock) -> None:
