@@ -23,16 +23,15 @@ Standalone (a test, a benchmark)::
 
 from __future__ import annotations
 
-import contextlib
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from runtime.actor import Actor, ActorContext, ActorRef
+from runtime.actor import ActorContext, ActorRef
 from runtime.events import (
     AlertEvent,
     AlertFiring,
@@ -46,14 +45,14 @@ from runtime.logging import get_logger
 from runtime.metrics import MetricsRegistry
 from runtime.supervisor import ChildSpec, Supervisor
 
+from .evaluator import EvaluatorActor
 from .history import AlertRecord, HistoryActor, HistoryQuery
 from .recovery import RecoveryAction, RecoveryActor, RecoveryRequest, collect_garbage
 from .rules import Alert, AlertState, Round, RuleGroup, Transition
 from .series import SeriesStore
-from .sinks import Batch, SinkActor, SinkKind, SinkStatistics
+from .sinks import Batch, Post, SinkActor, SinkKind, SinkStatistics, post_in_thread
 
 if TYPE_CHECKING:
-    from runtime.clock import TimerHandle
     from runtime.config import AlertSection, Config
 
 __all__ = ["Alerter", "AlerterStatistics"]
@@ -92,24 +91,30 @@ class AlerterStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class Alerter:
     """Alert rules over the runtime's metrics, with Prometheus semantics (``rt.alerts``).
 
-    Raises ``ValueError`` for a rule whose expression or template does not parse (a validated
-    ``Config`` has none).
+    ``sink_post`` replaces how the HTTP sinks post (tests). Raises ``ValueError`` for a rule
+    whose expression or template does not parse (a validated ``Config`` has none).
     """
 
     name = "alerts"
 
-    def __init__(self, config: Config, context: ActorContext) -> None:
+    def __init__(
+        self, config: Config, context: ActorContext, *, sink_post: Post = post_in_thread
+    ) -> None:
         self._section: AlertSection = config.alerts
         self._runtime_name = config.runtime.name
         self._context = context
         self._clock = context.clock
-        self._bus = context.events or EventBus(clock=context.clock)
-        self._metrics = context.metrics or MetricsRegistry(clock=context.clock)
+        # ``is None``, not ``or``: an empty registry is falsy (it has a length).
+        bus, metrics = context.events, context.metrics
+        self._bus = bus if bus is not None else EventBus(clock=context.clock)
+        self._metrics = metrics if metrics is not None else MetricsRegistry(clock=context.clock)
         self.series = SeriesStore()
         self._group = RuleGroup(self._section.rules, self.series)
         self._actions: dict[str, RecoveryAction] = {"collect_garbage": collect_garbage}
         self._log = get_logger(self.name)
+        self._sink_post = sink_post
         self._refs: dict[str, ActorRef] = {}
+        self._sinks: dict[str, SinkActor] = {}  # the running instance of each sink
         self._sink_stats: dict[str, SinkStatistics] = {}
         self._history: HistoryActor | None = None
         self._recovery_runs: dict[str, int] = {}
@@ -156,7 +161,11 @@ class Alerter:
             if url is not None:
                 self._refs[kind] = supervisor.add(self._sink_spec(kind, url, context))
         self._refs["evaluator"] = supervisor.add(
-            ChildSpec("alerts.evaluator", lambda: _Evaluator(self), mailbox_capacity=16)
+            ChildSpec(
+                "alerts.evaluator",
+                lambda: EvaluatorActor(self.evaluate_now, lambda: self.evaluation_interval_ms),
+                mailbox_capacity=16,
+            )
         )
         return supervisor
 
@@ -173,10 +182,12 @@ class Alerter:
         breaker = context.circuit_breaker(name)
 
         def build() -> SinkActor:
-            return SinkActor(
+            sink = self._sinks[kind] = SinkActor(
                 kind, url, timeout_s=self._section.sink_timeout_s, retry_policy=context.retry,
                 breaker=breaker, statistics=stats, give_up=self._dead_letter(name),
+                post=self._sink_post, rng=context.rng,
             )  # fmt: skip
+            return sink
 
         return ChildSpec(
             name, build, mailbox_capacity=self._section.outbox_capacity,
@@ -328,6 +339,15 @@ class Alerter:
         records: list[AlertRecord] = await ref.ask(query, timeout_s=timeout_s)
         return records
 
+    async def flush(self, *, timeout_s: float = 30.0) -> None:
+        """Wait until every sink's outbox is empty and nothing is being delivered.
+
+        Raises ``TimeoutError`` after ``timeout_s`` on the Alerter's clock.
+        """
+        with self._clock.fail_after(timeout_s):
+            for sink in list(self._sinks.values()):
+                await sink.wait_idle()
+
     def register_recovery(self, name: str, action: RecoveryAction) -> None:
         """Offer ``action`` to rules as ``recovery: [name]`` (replacing one of that name).
 
@@ -388,55 +408,3 @@ def _record(transition: Transition, alert: Alert, offset_s: float) -> AlertRecor
         value=alert.value,
         active_since=alert.active_since,
     )
-
-
-class _Tick:
-    """The evaluator's reminder to itself that a round is due."""
-
-
-_TICK = _Tick()
-
-
-class _Evaluator(Actor):
-    """Runs a round whenever a tick arrives; schedules the next on a fixed grid.
-
-    Round ``i`` is due at ``start + i·interval`` (integer milliseconds): a slow round delays
-    only itself, and rounds missed meanwhile are skipped rather than run in a burst.
-    """
-
-    def __init__(self, alerter: Alerter) -> None:
-        self._alerter = alerter
-        self._timer: TimerHandle | None = None
-        self._grid: tuple[int, int] = (0, 0)  # (start_ms, interval_ms)
-
-    async def on_start(self) -> None:
-        now_ms = self._now_ms()
-        self._grid = (now_ms, self._alerter.evaluation_interval_ms)
-        self._timer = self.clock.call_later(0.0, self._due)
-
-    async def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    async def receive(self, message: Any) -> None:
-        if message is not _TICK:
-            raise TypeError(f"the evaluator takes no messages, got {message!r}")
-        self._alerter.evaluate_now()
-        self._schedule()
-
-    def _schedule(self) -> None:
-        now_ms = self._now_ms()
-        start_ms, interval_ms = self._grid
-        if interval_ms != self._alerter.evaluation_interval_ms:  # reloaded: a new grid from now
-            start_ms, interval_ms = now_ms, self._alerter.evaluation_interval_ms
-            self._grid = (start_ms, interval_ms)
-        due_ms = start_ms + ((now_ms - start_ms) // interval_ms + 1) * interval_ms
-        self._timer = self.clock.call_later(due_ms / 1000 - self.clock.now(), self._due)
-
-    def _due(self) -> None:
-        # Stopping, or the mailbox is full of ticks already: either way no round is lost.
-        with contextlib.suppress(ActorStopped, ChannelFull):
-            self.ref.tell_nowait(_TICK)
-
-    def _now_ms(self) -> int:
-        return round(self.clock.now() * 1000)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import http.client
 import math
+import random
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,17 +35,24 @@ from .rules import Alert
 
 __all__ = [
     "Batch",
+    "Post",
     "SinkActor",
     "SinkError",
     "SinkStatistics",
     "alertmanager_payload",
     "http_post",
+    "post_in_thread",
     "webhook_payload",
 ]
 
 SinkKind = Literal["alertmanager", "webhook"]
 _ENCODER = msgspec.json.Encoder()
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+Post = Callable[[str, bytes, float], Awaitable[int]]
+"""How a sink posts: ``await post(url, body, timeout_s)`` returns the HTTP status or raises
+``SinkError``."""
 
 
 class SinkError(Exception):
@@ -157,6 +165,12 @@ def http_post(url: str, body: bytes, timeout_s: float) -> int:
     return response.status
 
 
+async def post_in_thread(url: str, body: bytes, timeout_s: float) -> int:
+    """``http_post`` in a worker thread (abandoned, not waited for, if the caller is
+    cancelled; the socket timeout ends it). Raises ``SinkError``."""
+    return await anyio.to_thread.run_sync(http_post, url, body, timeout_s, abandon_on_cancel=True)
+
+
 class SinkActor(Actor):
     """Delivers ``Batch`` messages to one HTTP sink, retrying with backoff behind a breaker.
 
@@ -175,6 +189,8 @@ class SinkActor(Actor):
         breaker: CircuitBreaker,
         statistics: SinkStatistics,
         give_up: Callable[[Batch, str], None],
+        post: Post = post_in_thread,
+        rng: random.Random | None = None,
     ) -> None:
         self.kind = kind
         self.url = url.rstrip("/") + "/api/v2/alerts" if kind == "alertmanager" else url
@@ -184,11 +200,29 @@ class SinkActor(Actor):
         self._stats = statistics
         self._give_up = give_up
         self._encode = alertmanager_payload if kind == "alertmanager" else webhook_payload
+        self._post = post
+        self._rng = rng
+        self._busy = False
+        self._idle: anyio.Event | None = None  # made when someone waits
 
     async def receive(self, message: Any) -> None:
         if not isinstance(message, Batch):
             raise TypeError(f"a sink takes Batch messages, got {type(message).__name__}")
-        await self.deliver(message)
+        self._busy = True
+        try:
+            await self.deliver(message)
+        finally:
+            self._busy = False
+            if self._idle is not None and not len(self.ref.mailbox):
+                self._idle.set()
+                self._idle = None
+
+    async def wait_idle(self) -> None:
+        """Return once the outbox is empty and no batch is being delivered."""
+        while self._busy or len(self.ref.mailbox):
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
 
     async def deliver(self, batch: Batch) -> bool:
         """Post ``batch``; ``False`` once given up."""
@@ -199,6 +233,7 @@ class SinkActor(Actor):
                 body,
                 policy=self._retry_policy,
                 clock=self.clock,
+                rng=self._rng,
                 retry_on=_Retryable,
                 on_retry=self._retrying,
             )
@@ -217,9 +252,7 @@ class SinkActor(Actor):
         if not self._breaker.allow():
             raise CircuitOpen(self._breaker.name, self._breaker.retry_after_s())
         try:
-            await anyio.to_thread.run_sync(
-                http_post, self.url, body, self._timeout_s, abandon_on_cancel=True
-            )
+            await self._post(self.url, body, self._timeout_s)
         except SinkError as exc:
             self._stats.failed_attempts += 1
             self._breaker.record_failure()

@@ -134,7 +134,8 @@ async def run_ours(scenario: dict[str, Any]) -> tuple[dict[int, list[Any]], list
             for t_ms in range(0, duration_ms(scenario["duration"]) + 1, step_ms):
                 while samples and samples[0][0] <= t_ms:
                     at_ms, name, labels, value = samples.pop(0)
-                    alerter.series.append(name, at_ms, None if value == STALE else value, labels)
+                    sample = None if isinstance(value, str) else value  # str: STALE
+                    alerter.series.append(name, at_ms, sample, labels)
                 await clock.advance_to(t_ms / 1000)
                 firing[t_ms] = alerter.active()
                 happened = []
