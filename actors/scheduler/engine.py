@@ -171,20 +171,25 @@ class Engine:
         if task.cancel_requested:  # cancelled between its start and now: do not call it
             return None, cancelled
         with anyio.CancelScope() as task.scope:
-            with self._clock.move_on_after(self._cancel_after_s(task, config)) as deadline:
-                try:
-                    for hook in self.hooks.start:
-                        hook(task)
-                    return await self.executors.run(task, tier_of(config)), None
-                except Exception as exc:
-                    return None, exc
-            if deadline.cancelled_caught:
-                self._miss(task, self._clock.now())
-                return None, DeadlineExceeded(
-                    f"task {task.id} of class {task.task_class!r} was cancelled at its "
-                    f"deadline ({task.deadline_s:.3f}s; the class has cancel_at_deadline)"
-                )
+            cancel_after_s = self._cancel_after_s(task, config)
+            if cancel_after_s is None:
+                return await self._call(task, config)
+            with self._clock.move_on_after(cancel_after_s):
+                return await self._call(task, config)
+            self._miss(task, self._clock.now())  # here only when cancelled at the deadline
+            return None, DeadlineExceeded(
+                f"task {task.id} of class {task.task_class!r} was cancelled at its "
+                f"deadline ({task.deadline_s:.3f}s; the class has cancel_at_deadline)"
+            )
         return None, cancelled
+
+    async def _call(self, task: Task, config: TaskClassConfig) -> tuple[Any, BaseException | None]:
+        try:
+            for hook in self.hooks.start:
+                hook(task)
+            return await self.executors.run(task, tier_of(config)), None
+        except Exception as exc:
+            return None, exc
 
     def _cancel_after_s(self, task: Task, config: TaskClassConfig) -> float | None:
         """Seconds until a running task is cancelled: only with cancel_at_deadline, and only

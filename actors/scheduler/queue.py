@@ -44,19 +44,27 @@ _COMPACT_MIN_DEAD = 32  # rebuild a lane's heap when its dead entries pass this 
 
 
 class _Lane:
-    """The waiting tasks of one class in one executor: an EDF heap with lazy removal."""
+    """The waiting tasks of one class in one executor: an EDF heap with lazy removal.
 
-    __slots__ = ("dead", "heap", "live")
+    Keeps its class's ``queued`` count in step with its own ``live`` count.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("dead", "heap", "live", "owner")
+
+    def __init__(self, owner: _Class) -> None:
+        self.owner = owner
         self.heap: list[tuple[float, int, Task]] = []
         self.live = 0
         self.dead = 0  # removed tasks still in the heap
 
+    def _count(self, delta: int) -> None:
+        self.live += delta
+        self.owner.queued += delta
+
     def push(self, task: Task) -> None:
         deadline = _INF if task.deadline_at is None else task.deadline_at
         heapq.heappush(self.heap, (deadline, task.id, task))
-        self.live += 1
+        self._count(1)
 
     def head(self) -> Task | None:
         heap = self.heap
@@ -67,12 +75,18 @@ class _Lane:
 
     def pop(self) -> Task:
         task = heapq.heappop(self.heap)[2]
-        self.live -= 1
+        self._count(-1)
         return task
+
+    def replace(self, entries: list[tuple[float, int, Task]]) -> None:
+        """Keep only ``entries`` (live ones), as a fresh heap."""
+        heapq.heapify(entries)
+        self._count(len(entries) - self.live)
+        self.heap, self.dead = entries, 0
 
     def discard(self, task: Task) -> None:
         """Forget a task that left the queue some other way; its heap entry goes lazily."""
-        self.live -= 1
+        self._count(-1)
         self.dead += 1
         if self.dead > _COMPACT_MIN_DEAD and self.dead > self.live:
             self.heap = [entry for entry in self.heap if entry[2].state == "queued"]
@@ -83,19 +97,16 @@ class _Lane:
 class _Class:
     """One task class: its configuration, limit, lanes and counts."""
 
-    __slots__ = ("config", "lanes", "limit", "name", "running", "running_in")
+    __slots__ = ("config", "lanes", "limit", "name", "queued", "running", "running_in")
 
     def __init__(self, name: str, config: TaskClassConfig) -> None:
         self.name = name
         self.config = config
         self.limit = config.max_concurrency
-        self.lanes: dict[Executor, _Lane] = {executor: _Lane() for executor in EXECUTORS}
+        self.queued = 0  # kept by the lanes
+        self.lanes: dict[Executor, _Lane] = {executor: _Lane(self) for executor in EXECUTORS}
         self.running = 0
         self.running_in: dict[Executor, int] = dict.fromkeys(EXECUTORS, 0)
-
-    @property
-    def queued(self) -> int:
-        return sum(lane.live for lane in self.lanes.values())
 
     @property
     def urgent(self) -> bool:
@@ -124,6 +135,7 @@ class DispatchQueue:
         self, classes: Mapping[str, TaskClassConfig], slots: Mapping[Executor, int]
     ) -> None:
         self._classes: dict[str, _Class] = {}
+        self._reserving: list[_Class] = []  # the classes with reserved slots
         self._slots: dict[Executor, int] = {}
         self._busy: dict[Executor, int] = dict.fromkeys(EXECUTORS, 0)
         self.overloaded = False  # set by the service from CPU and loop-lag measurements
@@ -157,6 +169,7 @@ class DispatchQueue:
                 if state.config.max_concurrency != config.max_concurrency:
                     state.limit = config.max_concurrency  # an adaptive limit is set again after
                 state.config = config
+        self._reserving = [state for state in self._classes.values() if state.config.reserved]
 
     def set_limit(self, name: str, limit: int) -> None:
         """Hold class ``name`` below its ``max_concurrency`` (adaptive concurrency); >= 1."""
@@ -234,13 +247,15 @@ class DispatchQueue:
 
     def _heads(self) -> Iterator[tuple[_Class, Executor, _Lane, Task]]:
         for state in self._classes.values():
+            if not state.queued:
+                continue
             for executor, lane in state.lanes.items():
                 if lane.live and (head := lane.head()) is not None:
                     yield state, executor, lane, head
 
     def _unused_reservations(self) -> dict[Executor, int]:
         unused = dict.fromkeys(EXECUTORS, 0)
-        for state in self._classes.values():
+        for state in self._reserving:
             executor = state.config.executor
             unused[executor] += state.unused_reservation(executor)
         return unused
@@ -290,7 +305,7 @@ class DispatchQueue:
         """Take out the queued tasks whose deadline has come, in classes with ``on_late: fail``."""
         expired: list[Task] = []
         for state in self._classes.values():
-            if state.config.on_late != "fail":
+            if state.config.on_late != "fail" or not state.queued:
                 continue
             for lane in state.lanes.values():
                 while lane.live and (head := lane.head()) is not None:
@@ -305,7 +320,7 @@ class DispatchQueue:
         """When the next queued task of an ``on_late: fail`` class reaches its deadline."""
         soonest: float | None = None
         for state in self._classes.values():
-            if state.config.on_late != "fail":
+            if state.config.on_late != "fail" or not state.queued:
                 continue
             for lane in state.lanes.values():
                 head = lane.head() if lane.live else None
@@ -351,15 +366,16 @@ class DispatchQueue:
             else:
                 kept.append(entry)
         if shed:
-            heapq.heapify(kept)
-            lane.heap, lane.live, lane.dead = kept, len(kept), 0
+            lane.replace(kept)
         return shed
 
     def _executors_under_pressure(self, now: float) -> dict[Executor, int]:
         """Executors where an urgent lane head may not start for want of a slot (not for its
         class limit), with the most urgent effective priority waiting there."""
-        unused = self._unused_reservations()
         pressured: dict[Executor, int] = {}
+        if not any(state.urgent and state.queued for state in self._classes.values()):
+            return pressured
+        unused = self._unused_reservations()
         for state, executor, _lane, head in self._heads():
             blocked_by_slots = not self._may_start(state, executor, unused)
             if state.urgent and state.running < state.limit and blocked_by_slots:

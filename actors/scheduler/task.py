@@ -90,7 +90,7 @@ class Task:
 
     @property
     def queue_wait_s(self) -> float:
-        """Seconds from submission to start (to now-unknown: 0 until it starts)."""
+        """Seconds from submission to start (0 until it starts)."""
         return 0.0 if self.started_at is None else self.started_at - self.submitted_at
 
     @property

@@ -175,6 +175,16 @@ async def test_coroutines_run_on_the_loop_and_sync_functions_in_the_class_execut
         assert h.scheduler.statistics().classes["voice"].completed == 2
 
 
+async def test_a_task_that_finds_a_free_slot_starts_at_once(clock: FakeClock) -> None:
+    """spawn starts a task in the same call when a slot is free (no mailbox round trip)."""
+    async with started(clock) as h:
+        with h.bus.subscribe(TaskStarted) as events:
+            task = h.scheduler.spawn(abs, -1, task_class="command")
+            assert h.scheduler.statistics().classes["command"].running == 1
+            assert events.receive_nowait().task_id == task.id
+            assert await task.result() == 1
+
+
 async def test_the_most_urgent_waiting_task_starts_when_a_slot_frees(clock: FakeClock) -> None:
     """With one slot, waiting tasks start by class priority, not by arrival."""
     # "chore" has a deadline: background work (none) would be shed while urgent work waits.
@@ -306,6 +316,7 @@ async def test_cancel_at_deadline_cancels_a_running_task(clock: FakeClock) -> No
         await clock.advance(0.999)
         assert not task.done()
         await clock.advance(0.001)
+        assert task.done()
         with pytest.raises(DeadlineExceeded, match="cancelled at its deadline"):
             await task.result()
         assert gates.log == ["start slow", "end slow"]
@@ -332,6 +343,7 @@ async def test_a_task_deadline_overrides_its_class_deadline(clock: FakeClock) ->
         h.scheduler.spawn(gates.hold("blocker"), task_class="command")
         task = h.scheduler.spawn(abs, 1, task_class="background", deadline=0.25)
         await clock.advance(0.25)
+        assert task.done()
         with pytest.raises(DeadlineExceeded):
             await task.result()
 
@@ -361,7 +373,7 @@ async def test_a_deadline_that_cannot_be_met_is_refused_early(clock: FakeClock) 
         await clock.advance(1.8)
         h.scheduler.spawn(sleeper(clock, 0.6), task_class="c", deadline=10)
         with pytest.raises(Overloaded, match=r"cannot meet deadline 1.000s: ~1.200s expected"):
-            await h.scheduler.submit(abs, 1, task_class="c")
+            h.scheduler.spawn(abs, 1, task_class="c")
         assert h.scheduler.spawn(abs, 1, task_class="c", deadline=1.5) is not None
         assert h.scheduler.statistics().classes["c"].refused == 1
 
@@ -374,6 +386,7 @@ async def test_overload_sheds_background_work_until_it_passes(clock: FakeClock) 
         h.scheduler.spawn(gates.hold("bg"), task_class="background")
         queued = h.scheduler.spawn(abs, -1, task_class="background")
         h.scheduler.observe_load(loop_lag_s=0.3)
+        assert queued.done()
         with pytest.raises(Overloaded, match=r"shed \(the runtime is overloaded\)"):
             await queued.result()
         with pytest.raises(Overloaded, match="is being shed"):
@@ -406,6 +419,7 @@ async def test_urgent_work_waiting_for_a_slot_sheds_queued_background_work(
         h.scheduler.spawn(gates.hold("running bg"), task_class="background")
         queued = h.scheduler.spawn(gates.hold("queued bg"), task_class="background")
         wake = h.scheduler.spawn(abs, -5, task_class="wake_word")
+        assert queued.done()
         with pytest.raises(Overloaded, match="urgent work is waiting"):
             await queued.result()
         assert h.scheduler.statistics().shedding == ["loop"]
@@ -499,6 +513,8 @@ async def test_cancelling_a_running_task_cancels_its_coroutine(clock: FakeClock)
         waiting = h.scheduler.spawn(abs, -3, task_class="command")
         await settle()
         running.cancel()
+        await settle()
+        assert running.done()
         with pytest.raises(TaskCancelled):
             await running.result()
         assert gates.log == ["start running", "end running"]
@@ -511,6 +527,8 @@ async def test_a_task_cancelled_before_its_runner_starts_never_runs(clock: FakeC
     async with started(clock) as h:
         task = h.scheduler.spawn(gates.hold("never"), task_class="command")
         task.cancel()
+        await settle()
+        assert task.done()
         with pytest.raises(TaskCancelled):
             await task.result()
         assert gates.log == []
@@ -519,11 +537,14 @@ async def test_a_task_cancelled_before_its_runner_starts_never_runs(clock: FakeC
 async def test_cancelling_the_caller_of_submit_cancels_the_task(clock: FakeClock) -> None:
     """A submit whose caller is cancelled cancels its task, waiting or running."""
     gates = Gates()
-    async with started(clock) as h, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: h.scheduler.submit(gates.hold("held"), task_class="command"))
+    async with started(clock) as h:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: h.scheduler.submit(gates.hold("held"), task_class="command"))
+            await settle()
+            tg.cancel_scope.cancel()
         await settle()
-        tg.cancel_scope.cancel()
-    assert gates.log == ["start held", "end held"]
+        assert gates.log == ["start held", "end held"]
+        assert h.scheduler.statistics().classes["command"].cancelled == 1
 
 
 async def test_stopping_fails_waiting_and_running_tasks(clock: FakeClock) -> None:
