@@ -317,7 +317,8 @@ class Scheduler:
         load = config.load
         for name, cls in config.classes.items():
             if cls.deadline_ms is not None:
-                self._aimd.pop(name, None)
+                if self._aimd.pop(name, None) is not None:  # became urgent: never adapted
+                    self._engine.queue.set_limit(name, cls.max_concurrency)
                 continue
             limit = self._aimd.get(name)
             if limit is None:

@@ -812,6 +812,19 @@ async def test_a_reload_applies_class_changes_and_new_classes_live(clock: FakeCl
         assert stats.slots["loop"] == 2 and stats.classes["background"].priority == 8
 
 
+async def test_a_class_that_gets_a_deadline_leaves_adaptive_concurrency(
+    clock: FakeClock,
+) -> None:
+    """A background class reloaded with a deadline gets its full max_concurrency back."""
+    async with started(clock) as h:
+        h.scheduler.observe_load(loop_lag_s=0.05)
+        assert h.scheduler.statistics().classes["background"].limit == 2
+        urgent = {**CLASSES, "background": TaskClassConfig(priority=9, deadline_ms=9000)}
+        assert h.scheduler.apply_config(reloaded(section(urgent))) == []
+        h.scheduler.observe_load(loop_lag_s=0.05)
+        assert h.scheduler.statistics().classes["background"].limit == 4
+
+
 async def test_a_reload_reports_what_needs_a_restart(clock: FakeClock) -> None:
     """Removing a class or changing process_workers needs a restart; the class still works."""
     async with started(clock) as h:
