@@ -5,9 +5,9 @@ deadline, a concurrency limit and reserved capacity; earliest deadline first wit
 aging so background work progresses; coroutines on the loop, blocking I/O in threads, CPU-bound
 work in worker processes; admission control, load shedding and adaptive background concurrency.
 
-``task`` holds the task record and handle, ``queue`` the pure dispatch logic, ``aimd`` the
-adaptive limit, ``stats`` the statistics, ``executors`` where tasks run, ``pool`` the worker
-processes, ``engine`` how a task is started, run and ended, and ``service`` the ``Scheduler``.
+``task`` holds the task record and handle, ``queue`` the pure dispatch logic (on ``lanes``),
+``aimd`` the adaptive limit, ``stats`` the statistics, ``executors`` where tasks run, ``pool`` the
+worker processes, ``engine`` how a task is started, run and ended, ``service`` the ``Scheduler``.
 """
 
 from .engine import SchedulerHooks as SchedulerHooks

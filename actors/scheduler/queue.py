@@ -26,102 +26,18 @@ that have not aged ahead of the waiting urgent work).
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator, Mapping
-from typing import get_args
 
 from runtime.config import TaskClassConfig
 from runtime.exceptions import Overloaded
 
+from .lanes import EXECUTORS, ClassState, Lane
 from .task import Executor, Task
 
-__all__ = ["EXECUTORS", "DispatchQueue"]
+__all__ = ["EXECUTORS", "DispatchQueue", "check_slots"]
 
-EXECUTORS: tuple[Executor, ...] = get_args(Executor)
 _INF = math.inf
-_COMPACT_MIN_DEAD = 32  # rebuild a lane's heap when its dead entries pass this and its live ones
-
-
-class _Lane:
-    """The waiting tasks of one class in one executor: an EDF heap with lazy removal.
-
-    Keeps its class's ``queued`` count in step with its own ``live`` count.
-    """
-
-    __slots__ = ("dead", "heap", "live", "owner")
-
-    def __init__(self, owner: _Class) -> None:
-        self.owner = owner
-        self.heap: list[tuple[float, int, Task]] = []
-        self.live = 0
-        self.dead = 0  # removed tasks still in the heap
-
-    def _count(self, delta: int) -> None:
-        self.live += delta
-        self.owner.queued += delta
-
-    def push(self, task: Task) -> None:
-        deadline = _INF if task.deadline_at is None else task.deadline_at
-        heapq.heappush(self.heap, (deadline, task.id, task))
-        self._count(1)
-
-    def head(self) -> Task | None:
-        heap = self.heap
-        while heap and heap[0][2].state != "queued":
-            heapq.heappop(heap)
-            self.dead -= 1
-        return heap[0][2] if heap else None
-
-    def pop(self) -> Task:
-        task = heapq.heappop(self.heap)[2]
-        self._count(-1)
-        return task
-
-    def replace(self, entries: list[tuple[float, int, Task]]) -> None:
-        """Keep only ``entries`` (live ones), as a fresh heap."""
-        heapq.heapify(entries)
-        self._count(len(entries) - self.live)
-        self.heap, self.dead = entries, 0
-
-    def discard(self, task: Task) -> None:
-        """Forget a task that left the queue some other way; its heap entry goes lazily."""
-        self._count(-1)
-        self.dead += 1
-        if self.dead > _COMPACT_MIN_DEAD and self.dead > self.live:
-            self.heap = [entry for entry in self.heap if entry[2].state == "queued"]
-            heapq.heapify(self.heap)
-            self.dead = 0
-
-
-class _Class:
-    """One task class: its configuration, limit, lanes and counts."""
-
-    __slots__ = ("config", "lanes", "limit", "name", "queued", "running", "running_in")
-
-    def __init__(self, name: str, config: TaskClassConfig) -> None:
-        self.name = name
-        self.config = config
-        self.limit = config.max_concurrency
-        self.queued = 0  # kept by the lanes
-        self.lanes: dict[Executor, _Lane] = {executor: _Lane(self) for executor in EXECUTORS}
-        self.running = 0
-        self.running_in: dict[Executor, int] = dict.fromkeys(EXECUTORS, 0)
-
-    @property
-    def urgent(self) -> bool:
-        return self.config.deadline_ms is not None
-
-    def unused_reservation(self, executor: Executor) -> int:
-        if self.config.executor != executor:
-            return 0
-        return max(0, self.config.reserved - self.running_in[executor])
-
-    def effective_priority(self, task: Task, now: float) -> int:
-        aging_ms = self.config.aging_ms
-        if aging_ms is None:
-            return self.config.priority
-        return self.config.priority - int((now - task.submitted_at) * 1000 // aging_ms)
 
 
 class DispatchQueue:
@@ -134,8 +50,8 @@ class DispatchQueue:
     def __init__(
         self, classes: Mapping[str, TaskClassConfig], slots: Mapping[Executor, int]
     ) -> None:
-        self._classes: dict[str, _Class] = {}
-        self._reserving: list[_Class] = []  # the classes with reserved slots
+        self._classes: dict[str, ClassState] = {}
+        self._reserving: list[ClassState] = []  # the classes with reserved slots
         self._slots: dict[Executor, int] = {}
         self._busy: dict[Executor, int] = dict.fromkeys(EXECUTORS, 0)
         self.overloaded = False  # set by the service from CPU and loop-lag measurements
@@ -164,7 +80,7 @@ class DispatchQueue:
         for name, config in classes.items():
             state = self._classes.get(name)
             if state is None:
-                self._classes[name] = _Class(name, config)
+                self._classes[name] = ClassState(name, config)
             else:
                 if state.config.max_concurrency != config.max_concurrency:
                     state.limit = config.max_concurrency  # an adaptive limit is set again after
@@ -202,7 +118,7 @@ class DispatchQueue:
         task.state = "queued"
         state.lanes[task.run_in].push(task)
 
-    def _check_deadline(self, state: _Class, task: Task, run_estimate_s: float) -> None:
+    def _check_deadline(self, state: ClassState, task: Task, run_estimate_s: float) -> None:
         """Refuse a task that must wait and, by the estimate, would finish past its deadline.
 
         A task that can start at once is always let in: refusing on run time alone would shut
@@ -228,8 +144,8 @@ class DispatchQueue:
         """The next task to start now (its slot taken, state ``running``), or ``None``."""
         unused = self._unused_reservations()
         best: tuple[int, float, int] | None = None
-        best_state: _Class | None = None
-        best_lane: _Lane | None = None
+        best_state: ClassState | None = None
+        best_lane: Lane | None = None
         for state, executor, lane, head in self._heads():
             if not state.urgent and executor in self.held:
                 continue
@@ -245,7 +161,7 @@ class DispatchQueue:
         self._occupy(best_state, task)
         return task
 
-    def _heads(self) -> Iterator[tuple[_Class, Executor, _Lane, Task]]:
+    def _heads(self) -> Iterator[tuple[ClassState, Executor, Lane, Task]]:
         for state in self._classes.values():
             if not state.queued:
                 continue
@@ -260,13 +176,15 @@ class DispatchQueue:
             unused[executor] += state.unused_reservation(executor)
         return unused
 
-    def _may_start(self, state: _Class, executor: Executor, unused: dict[Executor, int]) -> bool:
+    def _may_start(
+        self, state: ClassState, executor: Executor, unused: dict[Executor, int]
+    ) -> bool:
         if state.running >= state.limit:
             return False
         others_reserved = unused[executor] - state.unused_reservation(executor)
         return self._busy[executor] + 1 + others_reserved <= self._slots[executor]
 
-    def _occupy(self, state: _Class, task: Task) -> None:
+    def _occupy(self, state: ClassState, task: Task) -> None:
         task.state = "running"
         state.running += 1
         state.running_in[task.run_in] += 1
@@ -353,7 +271,9 @@ class DispatchQueue:
             task.state = "new"
         return shed
 
-    def _shed_lane(self, state: _Class, lane: _Lane, now: float, level: int | None) -> list[Task]:
+    def _shed_lane(
+        self, state: ClassState, lane: Lane, now: float, level: int | None
+    ) -> list[Task]:
         """The lane's tasks ranked below ``level`` (all of them for ``None``), taken out."""
         kept: list[tuple[float, int, Task]] = []
         shed: list[Task] = []
@@ -383,7 +303,7 @@ class DispatchQueue:
                 pressured[executor] = min(level, pressured.get(executor, level))
         return pressured
 
-    def _outranked(self, state: _Class, executor: Executor) -> bool:
+    def _outranked(self, state: ClassState, executor: Executor) -> bool:
         """Whether a new task of ``state`` would rank behind urgent work waiting there."""
         level = self._pressured.get(executor)
         return level is not None and state.config.priority > level
