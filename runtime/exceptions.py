@@ -8,7 +8,8 @@ The tree::
     │   ├── ActorStopped         a tell or ask to an actor that is not running and never will again
     │   ├── Overloaded           admission control refused a task: the deadline could not be met
     │   ├── CircuitOpen          a call refused while a circuit breaker is open
-    │   └── SupervisorEscalation a supervisor gave up: restart intensity exceeded
+    │   ├── SupervisorEscalation a supervisor gave up: restart intensity exceeded
+    │   └── WorkerDied           a worker process died (killed, crashed, exited) during a call
     ├── ValueError
     │   └── ConfigError          the configuration is invalid; ``.problems`` lists every one
     ├── TimeoutError
@@ -36,6 +37,7 @@ __all__ = [
     "Overloaded",
     "QuotaExceeded",
     "SupervisorEscalation",
+    "WorkerDied",
 ]
 
 
@@ -86,6 +88,25 @@ class SupervisorEscalation(RuntimeError):
             f"({restarts} restarts within {period_s:g}s); escalating"
         )
         self.name = name
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died while starting or running a call; the pool replaces it.
+
+    ``exitcode`` is the process's exit code, negative for the signal that ended it (``-9`` for
+    SIGKILL), or None when it could not be known.
+    """
+
+    def __init__(self, pid: int, exitcode: int | None, doing: str) -> None:
+        if exitcode is None:
+            cause = "cause unknown"
+        elif exitcode < 0:
+            cause = f"signal {-exitcode}"
+        else:
+            cause = f"exit code {exitcode}"
+        super().__init__(f"worker {pid} died ({cause}) while {doing}")
+        self.pid = pid
+        self.exitcode = exitcode
 
 
 class QuotaExceeded(RuntimeError):
