@@ -20,6 +20,7 @@ __all__ = [
     "QuotaExceeded",
     "Runtime",
     "SupervisorEscalation",
+    "WorkerDied",
     "load_config",
     "open_channel",
 ]
@@ -34,6 +35,7 @@ _HOMES = {
     "Overloaded": "runtime.exceptions",
     "QuotaExceeded": "runtime.exceptions",
     "SupervisorEscalation": "runtime.exceptions",
+    "WorkerDied": "runtime.exceptions",
     "Runtime": "runtime.app",
     "load_config": "runtime.config",
     "open_channel": "runtime.channel",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from .exceptions import Overloaded as Overloaded
     from .exceptions import QuotaExceeded as QuotaExceeded
     from .exceptions import SupervisorEscalation as SupervisorEscalation
+    from .exceptions import WorkerDied as WorkerDied
 
 
 def __getattr__(name: str) -> Any:
