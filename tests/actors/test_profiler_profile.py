@@ -14,8 +14,11 @@ from runtime.clock import FakeClock, settle
 
 
 def hot_function(n: int) -> int:
-    """A known hot spot: the profile must name it."""
-    return sum(i * i for i in range(n))
+    """A known hot spot, its time all its own: the profile must name it."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
 
 
 def cold_function() -> int:
@@ -41,7 +44,7 @@ async def test_a_window_names_the_hot_function_by_own_and_cumulative_time(
     clock: FakeClock,
 ) -> None:
     """Work done on the loop during the window shows up: the hot function with its call count
-    in both lists, its generator as the top own-time entry; the loop's machinery does not."""
+    in both lists, first by own time; the loop's machinery does not."""
 
     def work() -> None:
         for _ in range(30):
@@ -54,12 +57,12 @@ async def test_a_window_names_the_hot_function_by_own_and_cumulative_time(
     assert by_cumulative["hot_function"].file == __file__
     assert by_cumulative["hot_function"].line == hot_function.__code__.co_firstlineno
     assert by_cumulative["hot_function"].cumulative_ms > 0
-    assert "hot_function" in [s.function for s in report.by_own[:5]]
-    assert report.by_own[0].function == "<genexpr>"
+    assert report.by_own[0].function == "hot_function"
+    assert report.by_own[0].own_ms == by_cumulative["hot_function"].cumulative_ms
     files = [s.file for s in report.by_cumulative + report.by_own]
     assert not any("asyncio" in f or "anyio" in f for f in files)
     assert report.window_s == 1.0 and report.started_at == clock.wall() - 1.0
-    assert report.total_calls >= 30 * 5_000
+    assert report.total_calls >= 31
     assert len(report.by_cumulative) <= 10 and len(report.by_own) <= 10
 
 
