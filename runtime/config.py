@@ -225,7 +225,7 @@ class ProfilerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     A block longer than ``heartbeat_ms + loop_lag_threshold_ms`` is always caught (one longer
     than the threshold alone, when it delays a heartbeat by more than the threshold); a
-    heartbeat costs about 30 µs of CPU, so 20 ms is 0.15% of a core (bench/profiler.py).
+    heartbeat costs 30-40 µs of CPU, so 20 ms is about 0.2% of a core (bench/profiler.py).
     """
 
     enabled: bool = True
