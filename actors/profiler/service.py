@@ -29,7 +29,6 @@ from runtime.actor import Actor, ActorContext, ActorRef
 from runtime.clock import Clock, RealClock
 from runtime.config import Config, ProfilerSection
 from runtime.events import Event, Subscription
-from runtime.exceptions import ChannelClosed
 from runtime.logging import get_logger
 from runtime.supervisor import ChildSpec
 
@@ -176,11 +175,8 @@ class Profiler:
         if subscription is None:
             return
         ingest = self._tasks.ingest
-        try:
-            while len(subscription):
-                ingest(subscription.receive_nowait())
-        except ChannelClosed:  # the bus closed under us (the Runtime is stopping)
-            pass
+        while len(subscription):  # what is buffered, even once the bus has closed
+            ingest(subscription.receive_nowait())
 
     def _publish_metrics(self) -> None:
         metrics = self._context.metrics

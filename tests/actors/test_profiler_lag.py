@@ -161,7 +161,7 @@ def test_a_loop_blocked_past_stuck_after_is_logged_from_the_watchdog() -> None:
         ({"threshold_s": 0.05, "stuck_after_s": 0.0}, "stuck_after_s must be > 0, got 0.0"),
     ],
 )
-def test_watchdog_settings_must_be_positive(kwargs: dict[str, float], message: str) -> None:
+def test_watchdog_settings_must_be_positive(kwargs: dict[str, Any], message: str) -> None:
     """A threshold or stuck_after_s that is not > 0 raises ValueError naming it."""
     with pytest.raises(ValueError, match=message):
         Watchdog(FakeProbe(), **kwargs)
@@ -293,7 +293,7 @@ async def test_waiting_for_a_block_needs_a_running_monitor() -> None:
 @pytest.mark.parametrize("field", ["heartbeat_s", "threshold_s"])
 def test_monitor_intervals_must_be_positive(field: str) -> None:
     """A heartbeat_s or threshold_s that is not > 0 raises ValueError naming it."""
-    settings = {"heartbeat_s": 0.1, "threshold_s": 0.05, field: 0}
+    settings: dict[str, Any] = {"heartbeat_s": 0.1, "threshold_s": 0.05, field: 0}
     with pytest.raises(ValueError, match=f"{field} must be > 0, got 0"):
         LoopMonitor(**settings)
 
@@ -369,16 +369,17 @@ async def test_repeated_blocks_from_one_place_are_logged_once_per_interval() -> 
 def test_the_watchdog_runs_beside_the_loop_thread() -> None:
     """The monitor's watchdog is a daemon thread named profiler-watchdog, gone after aclose."""
 
-    async def main() -> list[str]:
+    async def main() -> list[threading.Thread]:
+        before = set(threading.enumerate())
         monitor = LoopMonitor(heartbeat_s=0.05, threshold_s=0.05)
         monitor.start()
-        names = [t.name for t in threading.enumerate() if t.daemon]
+        started = [t for t in threading.enumerate() if t not in before]
         await monitor.aclose()
-        return names
+        return started
 
-    names = asyncio.run(main())
-    assert "profiler-watchdog" in names
-    assert "profiler-watchdog" not in [t.name for t in threading.enumerate()]
+    [watchdog_thread] = asyncio.run(main())
+    assert watchdog_thread.name == "profiler-watchdog" and watchdog_thread.daemon
+    assert not watchdog_thread.is_alive()
 
 
 # -- the probe of a real thread -----------------------------------------------------------
