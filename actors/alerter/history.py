@@ -1,9 +1,9 @@
 """Alert history in SQLite: every transition (pending, firing, resolved), kept for a retention.
 
 The history actor owns the connection (aiosqlite runs it in its own thread, so the event loop
-never waits on the disk). Writes and queries go through its mailbox, so a query sees every
-transition recorded before it was asked. ``path=None`` keeps the history in an in-memory
-database (gone when the actor stops).
+never waits on the disk), opened on the first write or query. Writes and queries go through
+its mailbox, so a query sees every transition recorded before it was asked. ``path=None``
+keeps the history in an in-memory database (gone when the actor stops).
 """
 
 from __future__ import annotations
@@ -93,10 +93,6 @@ class HistoryActor(Actor):
         self._pruned_at = -math.inf
         self.recorded = 0
 
-    async def on_start(self) -> None:
-        self._db = await open_history(self._path)
-        await self._prune()
-
     async def on_stop(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
@@ -112,7 +108,7 @@ class HistoryActor(Actor):
 
     async def record(self, records: list[AlertRecord]) -> None:
         """Append ``records``; prune what is older than the retention (at most hourly)."""
-        db = self._connection()
+        db = await self._connection()
         rows = [
             (
                 r.at, r.name, r.state, _ENCODER.encode(r.labels).decode(),
@@ -125,26 +121,29 @@ class HistoryActor(Actor):
         await db.commit()
         self.recorded += len(rows)
         if self._wall_clock.wall() - self._pruned_at >= _PRUNE_EVERY_S:
-            await self._prune()
+            await self._prune(db)
 
     async def query(self, query: HistoryQuery) -> list[AlertRecord]:
         """The records ``query`` selects, newest first."""
         clauses, params = _where(query)
         sql = f"SELECT {_COLUMNS} FROM alert_history{clauses} ORDER BY at DESC, id DESC LIMIT ?"
-        async with self._connection().execute(sql, (*params, query.limit)) as cursor:
+        db = await self._connection()
+        async with db.execute(sql, (*params, query.limit)) as cursor:
             rows = await cursor.fetchall()
         return [_record(row) for row in rows]
 
-    async def _prune(self) -> None:
+    async def _prune(self, db: aiosqlite.Connection) -> None:
         now = self._wall_clock.wall()
-        db = self._connection()
         await db.execute("DELETE FROM alert_history WHERE at < ?", (now - self._retention_s,))
         await db.commit()
         self._pruned_at = now
 
-    def _connection(self) -> aiosqlite.Connection:
+    async def _connection(self) -> aiosqlite.Connection:
+        """The database, opened (and pruned) on first use: starting the actor does no I/O, so
+        the Alerter starts at once and a bad path shows in the first write's error."""
         if self._db is None:
-            raise RuntimeError("the alert history is not open (the actor is not running)")
+            self._db = await open_history(self._path)
+            await self._prune(self._db)
         return self._db
 
 
