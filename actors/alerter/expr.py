@@ -347,8 +347,8 @@ class _Parser:
             raise _error(token.column, f"expected a metric name, got {_describe(token)}")
         matchers = self._matchers() if self._peek.text == "{" else ()
         selector = Selector(token.text, matchers)
-        if self._peek.text in ("offset", "@"):
-            raise _error(self._peek.column, f"'{self._peek.text}' is not supported")
+        if self._peek.text == "offset":
+            raise _error(self._peek.column, "'offset' is not supported")
         if not self._accept("["):
             return selector, None
         window = self._next()
