@@ -30,6 +30,7 @@ from .service import Service
 from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
 
 if TYPE_CHECKING:
+    from actors.profiler import Profiler
     from actors.scheduler import Scheduler, TaskHandle
 
 __all__ = ["Runtime", "RuntimeStatistics"]
@@ -43,10 +44,17 @@ def _scheduler(config: Config, context: ActorContext) -> Service:
     return Scheduler(config.scheduler, context)
 
 
+def _profiler(config: Config, context: ActorContext) -> Service:
+    from actors.profiler import Profiler
+
+    return Profiler(config, context)
+
+
 # The services the assembly knows, by config section, in start order (they stop in reverse).
 # Each builds its service from the configuration and the shared actor context; the actors'
 # modules are imported only when their section is enabled.
 SERVICES: dict[str, ServiceFactory] = {
+    "profiler": _profiler,  # first: it watches the loop while the others start
     "scheduler": _scheduler,
 }
 
@@ -247,6 +255,11 @@ class Runtime:
             plugin=plugin,
             **kwargs,
         )
+
+    @property
+    def profiler(self) -> Profiler:
+        """The Profiler: ``rt.profiler.report()``, ``await rt.profiler.profile(5)``."""
+        return cast("Profiler", self._service("profiler"))
 
     def _service(self, section: str) -> Service:
         service = self._services.get(section)

@@ -171,7 +171,8 @@ def _default_classes() -> dict[str, TaskClassConfig]:
         "voice": TaskClassConfig(
             priority=1, deadline_ms=1000, max_concurrency=4, reserved=1, executor="thread"
         ),
-        "command": TaskClassConfig(priority=2, deadline_ms=2000),
+        # Commands are mostly blocking I/O (HTTP, files): in threads, never on the loop.
+        "command": TaskClassConfig(priority=2, deadline_ms=2000, executor="thread"),
         "background": TaskClassConfig(
             priority=9, deadline_ms=None, executor="process", aging_ms=1000
         ),

@@ -57,3 +57,15 @@ async def test_disabled_scheduler_says_so(tmp_path: Path) -> None:
     async with Runtime(config) as rt:
         with pytest.raises(RuntimeError, match=r"scheduler is disabled in config"):
             await rt.submit(voice_turn, "x")
+
+
+async def test_profiler_sees_the_schedulers_tasks(tmp_path: Path) -> None:
+    """Tasks run through rt.submit show up in rt.profiler's per-class histograms and report."""
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(tmp_path))
+    async with Runtime.from_path(path) as rt:
+        for _ in range(5):
+            await rt.submit(voice_turn, "hi", task_class="voice")
+        stats = rt.profiler.histogram("voice", "end_to_end").summary()
+        assert stats.count == 5
+        assert "voice" in rt.profiler.report().render()

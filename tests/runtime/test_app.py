@@ -22,7 +22,7 @@ def write_config(tmp_path: Path, extra: str = "", level: str = "info") -> Path:
     path.write_text(
         f"logging: {{level: {level}, file: {tmp_path / 'log' / 'runtime.jsonl'}, console: false}}\n"
         # The kernel alone: the actors have tests of their own.
-        + "scheduler: {enabled: false}\n"
+        + "scheduler: {enabled: false}\nprofiler: {enabled: false}\n"
         + extra
     )
     return path
