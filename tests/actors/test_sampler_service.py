@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,13 @@ async def test_without_a_registry_in_the_context_the_sampler_keeps_its_own(
     assert sampler.metrics.get("cpu_percent") == 1.0
 
 
+async def test_collections_run_in_a_worker_thread_by_default(clock: FakeClock) -> None:
+    """Without an offload given, blocking calls run in a thread, not on the event loop."""
+    sampler = Sampler(section(), context(clock))
+    loop_thread = threading.get_ident()
+    assert await sampler._offload(threading.get_ident) != loop_thread
+
+
 def test_a_whole_config_or_its_sampler_section_is_accepted(clock: FakeClock) -> None:
     """Sampler(Config, ...) uses config.sampler; Sampler(SamplerSection, ...) uses it as is."""
     whole = Sampler(config_with(interval_ms=250), context(clock))
@@ -176,6 +184,28 @@ async def test_watched_pids_are_passed_to_the_collector(
         assert sampler.unwatch(sleeper.pid) is False
         await clock.advance(1.0)
     assert collector.watched == [{sleeper.pid: "weather"}, {}]
+
+
+async def test_a_real_watched_process_that_exits_is_dropped(
+    clock: FakeClock, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """With the real collector: a watched child shows as plugin gauges; killed and reaped, it
+    is unwatched with a log line, its gauges removed, and sampling goes on."""
+    sampler = Sampler(
+        section(), context(clock), collector=lambda c: Collector(cgroup_root=None), offload=inline
+    )
+    async with sampler.running():
+        sampler.watch(sleeper.pid, plugin="weather")
+        await clock.advance(1.0)
+        assert (sampler.metrics.get("plugin_rss_bytes", plugin="weather") or 0) > 0
+        sleeper.kill()
+        sleeper.wait()
+        with capture_logs() as logs:
+            await clock.advance(1.0)
+        assert sampler.watched() == {}
+        assert sampler.metrics.get("plugin_rss_bytes", plugin="weather") is None
+        assert sampler.statistics().samples == 2
+    assert [e["pid"] for e in logs if e["event"] == "watched process dropped"] == [sleeper.pid]
 
 
 async def test_a_vanished_watched_process_is_dropped_with_a_log_line(clock: FakeClock) -> None:
