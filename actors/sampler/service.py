@@ -359,22 +359,16 @@ def _history(config: SamplerSection) -> SampleHistory | None:
 
 
 def _check_window(since_s: float, until_s: float | None, resolution_s: float | None) -> None:
-    if not _positive(since_s):
+    if not (_number(since_s) and since_s > 0):
         raise ValueError(f"since_s must be a positive number of seconds ago, got {since_s!r}")
-    if (until_s is not None and not (_positive(until_s) or until_s == 0)) or (
-        until_s is not None and until_s >= since_s
-    ):
+    if until_s is not None and not (_number(until_s) and 0 <= until_s < since_s):
         raise ValueError(
             f"until_s must be None or 0 <= until_s < since_s ({since_s!r}), got {until_s!r}"
         )
-    if resolution_s is not None and not _positive(resolution_s):
+    if resolution_s is not None and not (_number(resolution_s) and resolution_s > 0):
         raise ValueError(f"resolution_s must be None or a positive number, got {resolution_s!r}")
 
 
-def _positive(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+def _number(value: object) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

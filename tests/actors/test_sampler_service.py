@@ -314,6 +314,8 @@ async def test_history_is_empty_when_disabled(clock: FakeClock) -> None:
         ({"since_s": float("nan")}, "since_s must be a positive number"),
         ({"since_s": 10, "until_s": 10}, "until_s must be None or 0 <= until_s < since_s"),
         ({"since_s": 10, "until_s": -1}, "until_s must be None or 0 <= until_s < since_s"),
+        ({"since_s": 10, "until_s": True}, "until_s must be None or 0 <= until_s < since_s"),
+        ({"since_s": "10"}, "since_s must be a positive number"),
         ({"since_s": 10, "resolution_s": 0}, "resolution_s must be None or a positive number"),
     ],
 )
