@@ -65,7 +65,11 @@ def check_task_class(task_class: TaskClassConfig) -> Found:
 
 def check_scheduler(scheduler: SchedulerSection) -> Found:
     """Each worker pool can hold the slots reserved in it; a process class has processes."""
-    pools = {"thread": scheduler.thread_workers, "process": scheduler.process_workers}
+    pools = {
+        "loop": scheduler.loop_workers,
+        "thread": scheduler.thread_workers,
+        "process": scheduler.process_workers,
+    }
     for executor, size in pools.items():
         users = {n: c for n, c in scheduler.classes.items() if c.executor == executor}
         if users and size == 0:
