@@ -31,6 +31,7 @@ from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
 
 if TYPE_CHECKING:
     from actors.profiler import Profiler
+    from actors.sampler import Sampler
     from actors.scheduler import Scheduler, TaskHandle
 
 __all__ = ["Runtime", "RuntimeStatistics"]
@@ -44,6 +45,12 @@ def _scheduler(config: Config, context: ActorContext) -> Service:
     return Scheduler(config.scheduler, context)
 
 
+def _sampler(config: Config, context: ActorContext) -> Service:
+    from actors.sampler import Sampler
+
+    return Sampler(config, context)
+
+
 def _profiler(config: Config, context: ActorContext) -> Service:
     from actors.profiler import Profiler
 
@@ -55,6 +62,7 @@ def _profiler(config: Config, context: ActorContext) -> Service:
 # modules are imported only when their section is enabled.
 SERVICES: dict[str, ServiceFactory] = {
     "profiler": _profiler,  # first: it watches the loop while the others start
+    "sampler": _sampler,
     "scheduler": _scheduler,
 }
 
@@ -255,6 +263,11 @@ class Runtime:
             plugin=plugin,
             **kwargs,
         )
+
+    @property
+    def sampler(self) -> Sampler:
+        """The Sampler: ``rt.sampler.latest()``, ``async for s in rt.sampler.subscribe()``."""
+        return cast("Sampler", self._service("sampler"))
 
     @property
     def profiler(self) -> Profiler:

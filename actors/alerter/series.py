@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.metrics import Labels
 
@@ -36,7 +36,7 @@ class Series:
     """One series: metric ``name``, ``labels`` (sorted pairs, no ``__name__``) and its samples
     in time order. ``values[i]`` is ``STALE`` (``None``) for a stale marker."""
 
-    __slots__ = ("label_map", "labels", "name", "times", "values")
+    __slots__ = ("base", "label_map", "labels", "name", "rewrites", "times", "values", "windows")
 
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
@@ -44,6 +44,9 @@ class Series:
         self.label_map = dict(labels)
         self.times: list[int] = []
         self.values: list[float | None] = []
+        self.base = 0  # samples pruned so far: sample ``i`` is ``times[i - base]``
+        self.rewrites = 0  # samples replaced in place (window aggregates must start over)
+        self.windows: dict[int, Any] = {}  # window_ms -> its running aggregate (evaluate.py)
 
     def append(self, t_ms: int, value: float | None) -> None:
         """Add a sample; one at the newest sample's time replaces it.
@@ -58,6 +61,7 @@ class Series:
                     f"the newest ({times[-1]} ms); append samples in time order"
                 )
             self.values[-1] = value
+            self.rewrites += 1
             return
         times.append(t_ms)
         self.values.append(value)
@@ -89,6 +93,7 @@ class Series:
             cut = bisect_left(self.times, before_ms)
             del self.times[:cut]
             del self.values[:cut]
+            self.base += cut
 
     def __repr__(self) -> str:
         return f"<Series {self.name}{self.label_map} {len(self.times)} samples>"

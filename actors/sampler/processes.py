@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 
 __all__ = ["ProcessReading", "ProcessTable", "child_pids", "read_process", "total"]
 

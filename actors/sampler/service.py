@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import msgspec
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 
 from runtime.config import Config, SamplerSection
 from runtime.logging import get_logger

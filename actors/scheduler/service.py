@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
 import msgspec
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 
 from runtime.config import Config, SchedulerSection, TaskClassConfig
 from runtime.exceptions import ActorStopped

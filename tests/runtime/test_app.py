@@ -22,7 +22,7 @@ def write_config(tmp_path: Path, extra: str = "", level: str = "info") -> Path:
     path.write_text(
         f"logging: {{level: {level}, file: {tmp_path / 'log' / 'runtime.jsonl'}, console: false}}\n"
         # The kernel alone: the actors have tests of their own.
-        + "scheduler: {enabled: false}\nprofiler: {enabled: false}\n"
+        + "scheduler: {enabled: false}\nprofiler: {enabled: false}\nsampler: {enabled: false}\n"
         + extra
     )
     return path
@@ -73,12 +73,14 @@ async def test_reload_applies_a_changed_file(tmp_path: Path, clock: FakeClock) -
     path = write_config(tmp_path)
     async with Runtime.from_path(path, clock=clock) as rt:
         with rt.events.subscribe(ConfigReloaded) as sub:
-            write_config(tmp_path, "sampler: {interval_ms: 500}\n", level="debug")
+            extra = "runtime: {dead_letters: {log_interval_s: 3}}\n"
+            write_config(tmp_path, extra, level="debug")
             changed = await rt.reload()
-            assert changed == ["$.logging.level", "$.sampler.interval_ms"]
+            assert changed == ["$.logging.level", "$.runtime.dead_letters.log_interval_s"]
             event = sub.receive_nowait()
-            assert event.ok and event.changed == changed
+            assert event.ok and event.changed == changed and event.restart_required == []
         assert rt.config.logging.level == "debug"
+        assert rt.dead_letters.log_interval_s == 3
 
 
 async def test_invalid_reload_changes_nothing(tmp_path: Path, clock: FakeClock) -> None:

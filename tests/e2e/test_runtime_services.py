@@ -1,4 +1,4 @@
-"""The Runtime's scheduler face, end to end on the real clock and real worker processes."""
+"""The Runtime's service faces, end to end on the real clock and real worker processes."""
 
 from __future__ import annotations
 
@@ -69,3 +69,19 @@ async def test_profiler_sees_the_schedulers_tasks(tmp_path: Path) -> None:
         stats = rt.profiler.histogram("voice", "end_to_end").summary()
         assert stats.count == 5
         assert "voice" in rt.profiler.report().render()
+
+
+async def test_sampler_publishes_samples_and_gauges(tmp_path: Path) -> None:
+    """rt.sampler yields samples, keeps the latest, and writes gauges rules can read."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        config_text(tmp_path)
+        + f"sampler: {{interval_ms: 50, history_path: {tmp_path / 'samples.db'}}}\n"
+    )
+    async with Runtime.from_path(path) as rt:
+        async for sample in rt.sampler.subscribe():
+            break
+        assert 0 <= sample.memory_percent <= 100 and sample.process_rss_bytes > 0
+        latest = rt.sampler.latest()
+        assert latest is not None and latest.timestamp >= sample.timestamp
+        assert rt.metrics.get("memory_percent") is not None
