@@ -88,7 +88,9 @@ class Sampler:
         self.config = config.sampler if isinstance(config, Config) else config
         self._context = context
         self._clock = context.clock
-        self.metrics = context.metrics or MetricsRegistry(clock=context.clock)
+        # ``is None``, not ``or``: an empty registry is falsy (it has a length).
+        metrics = context.metrics
+        self.metrics = metrics if metrics is not None else MetricsRegistry(clock=context.clock)
         self._make_collector = collector or _real_collector
         self._offload = offload or _in_thread()
         self._log = get_logger(self.name)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 import pytest
 import pytest_asyncio
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 import pytest
 
 from actors.sampler.collector import Collector, busy_percent

@@ -79,8 +79,10 @@ async def test_sampler_publishes_samples_and_gauges(tmp_path: Path) -> None:
         + f"sampler: {{interval_ms: 50, history_path: {tmp_path / 'samples.db'}}}\n"
     )
     async with Runtime.from_path(path) as rt:
-        async for sample in rt.sampler.subscribe():
+        sample = None
+        async for sample in rt.sampler.subscribe():  # noqa: B007  # the first one is enough
             break
+        assert sample is not None
         assert 0 <= sample.memory_percent <= 100 and sample.process_rss_bytes > 0
         latest = rt.sampler.latest()
         assert latest is not None and latest.timestamp >= sample.timestamp
