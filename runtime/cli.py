@@ -1,9 +1,9 @@
 """The ``jarvis-runtime`` command line (also ``python -m runtime``).
 
-Commands: ``run`` supervises until SIGINT/SIGTERM (SIGHUP reloads the config), and
-``check-config`` validates a file. Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad
-configuration. Heavy modules (the runtime itself, anyio) are imported by the command that needs
-them, so ``check-config`` starts fast.
+Commands: ``run`` supervises until SIGINT/SIGTERM (SIGHUP reloads the config),
+``check-config`` validates a file, ``logs`` reads the JSON log (``runtime.logcmd``). Exit codes:
+0 success, 1 runtime failure, 2 bad usage or bad configuration. Heavy modules (the runtime
+itself, anyio) are imported by the command that needs them, so ``check-config`` starts fast.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG, metavar="PATH")
     check.set_defaults(command=_check_config)
+    from .logcmd import add_logs_command  # here: logcmd reads the exit codes from this module
+
+    add_logs_command(commands)
     return parser
 
 
