@@ -7,7 +7,8 @@ work in worker processes; admission control, load shedding and adaptive backgrou
 
 ``task`` holds the task record and handle, ``queue`` the pure dispatch logic, ``aimd`` the
 adaptive limit, ``stats`` the statistics, ``executors`` where tasks run, ``pool`` the worker
-processes, ``engine`` how a task is started, run and ended, and ``service`` the ``Scheduler``.
+processes, ``watch`` a process call's limits and usage, ``engine`` how a task is started, run
+and ended, and ``service`` the ``Scheduler``.
 
 The names load lazily: a worker process imports ``actors.scheduler._worker`` through this
 package, and must not pay for anyio, psutil and structlog to do so.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "ClassStatistics",
     "LatencySummary",
+    "ProcessWatch",
     "Scheduler",
     "SchedulerHooks",
     "SchedulerStatistics",
@@ -31,6 +33,7 @@ __all__ = [
 _HOMES = {
     "ClassStatistics": ".stats",
     "LatencySummary": ".stats",
+    "ProcessWatch": ".watch",
     "Scheduler": ".service",
     "SchedulerHooks": ".engine",
     "SchedulerStatistics": ".stats",
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from .stats import SchedulerStatistics as SchedulerStatistics
     from .task import TaskCancelled as TaskCancelled
     from .task import TaskHandle as TaskHandle
+    from .watch import ProcessWatch as ProcessWatch
 
 
 def __getattr__(name: str) -> Any:

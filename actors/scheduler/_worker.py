@@ -9,9 +9,10 @@ reads one reply per call, which ``decode_reply`` turns back into a result or an 
 * ``("error", pickled_exception_or_None, traceback_text)``: the exception travels pickled on
   its own so that the parent can fall back to the traceback text when it cannot rebuild it.
 
-The worker says ``READY`` once after it started, and leaves on an empty frame (``STOP``) or
-when the parent's end closes (the parent died). pickle is only a transport between the pool
-and its own children here; nothing is ever stored.
+A watched call is preceded by a LIMITS frame and answered with two more frames before its
+reply (STARTED, USAGE): see ``_limits``. The worker says ``READY`` once after it started, and
+leaves on an empty frame (``STOP``) or when the parent's end closes (the parent died). pickle
+is only a transport between the pool and its own children here; nothing is ever stored.
 
 Every worker imports this module at start, so it imports only the standard library; the
 parent's waits are passed in (``Wait``).
@@ -27,6 +28,8 @@ import struct
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from . import _limits
 
 __all__ = [
     "HEADER",
@@ -158,19 +161,39 @@ def serve(sock: socket.socket, niceness: int) -> None:
         os.nice(niceness)
     with sock:
         _send_frame_blocking(sock, READY)
+        limits: _limits.Limits | None = None  # for the next call (a watched one)
         while (payload := _receive_frame_blocking(sock)) is not None and payload != STOP:
-            _send_frame_blocking(sock, execute(payload))
+            if _limits.is_limits(payload):
+                limits = _limits.decode_limits(payload)
+            elif limits is None:
+                _send_frame_blocking(sock, execute(payload))
+            else:
+                _execute_watched(sock, payload, limits)
+                limits = None
 
 
-def execute(payload: bytes) -> bytes:
-    """Run one encoded call and return the encoded reply (never raises an ``Exception``)."""
+def _execute_watched(sock: socket.socket, payload: bytes, limits: _limits.Limits) -> None:
+    """Run a call under ``limits``, telling the parent its memory at the start and its usage."""
+    meter = _limits.Meter()
+    _send_frame_blocking(sock, meter.started_frame())
+    reply = execute(payload, limits)
+    _send_frame_blocking(sock, meter.usage_frame())
+    _send_frame_blocking(sock, reply)
+
+
+def execute(payload: bytes, limits: _limits.Limits | None = None) -> bytes:
+    """Run one encoded call and return the encoded reply (never raises an ``Exception``).
+
+    ``limits`` hold the process while the function runs, not while its result is encoded.
+    """
     try:
         fn, args, kwargs = pickle.loads(payload)
     except Exception as exc:
         exc.add_note("(while loading the call in the worker process)")
         return _error_reply(exc)
     try:
-        result = fn(*args, **kwargs)
+        with _limits.applied(limits):
+            result = fn(*args, **kwargs)
     except Exception as exc:
         return _error_reply(exc)
     try:

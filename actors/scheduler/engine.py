@@ -28,7 +28,7 @@ from .task import Task, TaskCancelled
 __all__ = ["Engine", "SchedulerHooks", "tier_of"]
 
 Hook = Callable[[Task], None]
-Ending = Literal["expired", "shed", "cancelled"]
+Ending = Literal["expired", "shed", "cancelled", "refused"]
 
 
 @dataclass
@@ -36,8 +36,11 @@ class SchedulerHooks:
     """Seams for policies such as plugin quotas; each list is called in order with the Task.
 
     ``admission``: before a task is queued; raising refuses it (the error goes to the
-    submitter, counted as refused). ``start``: just before it runs; raising fails it.
-    ``finish``: after its outcome is recorded (``task.error``, ``task.run_s``).
+    submitter, counted as refused); calling ``Scheduler.hold`` keeps it out of the queue until
+    ``Scheduler.release``. ``start``: just before it runs; raising fails it. ``finish``: after
+    its outcome is recorded (``task.error``, ``task.run_s``); also for a task refused after an
+    admission hook let it in (by a later hook or by the queue), so that a hook can give back
+    what it counted at admission.
     """
 
     admission: list[Hook] = field(default_factory=list)
@@ -73,6 +76,7 @@ class Engine:
         self.records = {name: ClassRecord() for name in config.classes}
         self.hooks = SchedulerHooks()
         self.tg: anyio.abc.TaskGroup | None = None
+        self.held: set[Task] = set()  # admitted, kept out of the queue by a hook
         self.paused = False  # background worker processes are paused
         self._clock = clock
         self._bus = bus
@@ -81,39 +85,86 @@ class Engine:
     # -- letting tasks in and out -------------------------------------------------------------
 
     def admit(self, task: Task) -> None:
-        """Queue ``task`` and start what may run. Raises ``Overloaded`` or a hook's error."""
+        """Queue (or hold) ``task`` and start what may run. Raises ``Overloaded`` or a hook's
+        error."""
         record = self.records[task.task_class]
+        passed = 0
         try:
             for hook in self.hooks.admission:
                 hook(task)
-            estimate_s = record.runs.estimate()
-            self.queue.enqueue(task, task.submitted_at, run_estimate_s=estimate_s)
-        except Exception:
+                passed += 1
+            if task.state != "held":
+                estimate_s = record.runs.estimate()
+                self.queue.enqueue(task, task.submitted_at, run_estimate_s=estimate_s)
+        except Exception as exc:
             record.refused += 1
+            if passed:  # a hook let it in: tell the finish hooks how it ended
+                task.state = "new"
+                task.settle(error=exc)
+                for hook in self.hooks.finish:
+                    hook(task)
             raise
         record.admitted += 1
         task.finished = anyio.Event()
+        if task.state == "held":
+            self.held.add(task)
         if self._wants(TaskQueued):
             depth = self.queue.depth(task.task_class)
             self._emit(TaskQueued, task, priority=task.priority, deadline_s=task.deadline_s,
                        queue_depth=depth)  # fmt: skip
         self.dispatch()
 
-    def cancel(self, task: Task) -> None:
-        """Remove a queued task, or cancel a running one (a no-op once it is done)."""
-        if self.queue.remove(task):
-            error = TaskCancelled(f"task {task.id} of class {task.task_class!r} was cancelled")
-            self._end_unstarted(task, error, "cancelled")
+    def cancel(self, task: Task, error: BaseException | None = None) -> None:
+        """Remove a held or queued task, or cancel a running one (a no-op once it is done).
+
+        The task ends with ``error`` (default: ``TaskCancelled``).
+        """
+        if task in self.held:
+            self.held.discard(task)
+            task.state = "new"
+            self._end_unstarted(task, error or _cancelled(task), "cancelled")
+        elif self.queue.remove(task):
+            self._end_unstarted(task, error or _cancelled(task), "cancelled")
             self.dispatch()
         elif task.state == "running":
             task.cancel_requested = True
+            task.cancel_error = error
             if task.scope is not None:
                 task.scope.cancel()
+
+    def hold(self, task: Task) -> None:
+        """Keep ``task``, which an admission hook is looking at, out of the queue until
+        ``release``. Raises ``RuntimeError`` for a task that is not being admitted."""
+        if task.state != "new" or task.finished is not None:
+            raise RuntimeError(f"only a task being admitted can be held; {task!r} is not")
+        task.state = "held"
+
+    def release(self, task: Task, error: BaseException | None = None) -> bool:
+        """Queue a held task (refused as the queue would refuse it), or end it with ``error``.
+
+        Returns ``False`` when it was not held (it ended meanwhile: cancelled, stopped).
+        """
+        if task not in self.held:
+            return False
+        self.held.discard(task)
+        task.state = "new"
+        if error is None:
+            estimate_s = self.records[task.task_class].runs.estimate()
+            try:
+                self.queue.enqueue(task, self._clock.now(), run_estimate_s=estimate_s)
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            self._end_unstarted(task, error, "refused")
+        self.dispatch()
+        return True
 
     def abort(self) -> None:
         """The scheduler stops: admit nothing, fail what waits, cancel what runs."""
         tg, self.tg = self.tg, None
-        for task in self.queue.drain():
+        held, self.held = self.held, set()
+        for task in [*sorted(held, key=lambda t: t.id), *self.queue.drain()]:
+            task.state = "new"
             self._end_unstarted(task, ActorStopped(self._name), "cancelled")
         if tg is not None:
             tg.cancel_scope.cancel()  # each running task records ActorStopped as it ends
@@ -167,9 +218,8 @@ class Engine:
 
     async def _run(self, task: Task) -> tuple[Any, BaseException | None]:
         config = self.config.classes[task.task_class]
-        cancelled = TaskCancelled(f"task {task.id} of class {task.task_class!r} was cancelled")
         if task.cancel_requested:  # cancelled between its start and now: do not call it
-            return None, cancelled
+            return None, task.cancel_error or _cancelled(task)
         with anyio.CancelScope() as task.scope:
             cancel_after_s = self._cancel_after_s(task, config)
             if cancel_after_s is None:
@@ -181,7 +231,7 @@ class Engine:
                 f"task {task.id} of class {task.task_class!r} was cancelled at its "
                 f"deadline ({task.deadline_s:.3f}s; the class has cancel_at_deadline)"
             )
-        return None, cancelled
+        return None, task.cancel_error or _cancelled(task)
 
     async def _call(self, task: Task, config: TaskClassConfig) -> tuple[Any, BaseException | None]:
         try:
@@ -242,6 +292,8 @@ class Engine:
         elif ending == "shed":
             record.refused += 1
             record.shed += 1
+        elif ending == "refused":
+            record.refused += 1
         else:
             record.cancelled += 1
         task.finished_at = self._clock.now()
@@ -276,3 +328,7 @@ class Engine:
         assert self._bus is not None
         self._bus.emit(event_type, actor=self._name, task_id=task.id,
                        task_class=task.task_class, plugin=task.plugin, **fields)  # fmt: skip
+
+
+def _cancelled(task: Task) -> TaskCancelled:
+    return TaskCancelled(f"task {task.id} of class {task.task_class!r} was cancelled")

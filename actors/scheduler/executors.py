@@ -37,7 +37,7 @@ class Pool(Protocol):
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any: ...
 
-    async def run(self, call: Any, *, preemptible: bool = False) -> Any: ...
+    async def run(self, call: Any, *, preemptible: bool = False, watch: Any = None) -> Any: ...
 
     def pause_preemptible(self) -> int: ...
 
@@ -152,7 +152,8 @@ class Executors:
         """Run ``task`` where ``task.run_in`` says and return its value (or raise its error).
 
         A cancelled thread is abandoned: it finishes in the background, its result discarded.
-        A cancelled process call kills its worker.
+        A cancelled process call kills its worker. A watched process call (``task.watch``)
+        runs under the watch's limits.
         """
         fn = task.fn
         assert fn is not None, "a started task still holds its function"
@@ -165,7 +166,9 @@ class Executors:
                 call, limiter=self._limiter, abandon_on_cancel=True
             )
         pool = await self._pools[tier].ensure_started()
-        return await pool.run(task.call, preemptible=tier == "background")
+        if task.watch is None:
+            return await pool.run(task.call, preemptible=tier == "background")
+        return await pool.run(task.call, preemptible=tier == "background", watch=task.watch)
 
     def pause_background(self) -> int:
         """Pause the background pool's running calls (SIGSTOP); how many were paused."""

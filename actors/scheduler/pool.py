@@ -12,6 +12,9 @@ it), so the scheduler runs such work in worker processes. The pool:
 * fails the call of a worker that dies with ``WorkerDied`` and starts a replacement; a cancelled
   call kills its worker (the only way to stop a running function) and replaces it;
 * pauses (SIGSTOP) and resumes (SIGCONT) workers running preemptible calls while urgent work runs;
+* runs a watched call (``ProcessWatch``) under resource limits in its worker, reports what it
+  used, and lends the watch a hold on its worker while it runs (duty-cycle throttling; a
+  worker held and paused stays stopped until both let go);
 * leaves no orphans: ``aclose`` stops the workers and kills the ones past a timeout, and a
   last-resort finalizer kills what is left when the pool is garbage collected or at exit.
 
@@ -40,7 +43,8 @@ import msgspec
 from runtime.exceptions import WorkerDied
 from runtime.logging import get_logger
 
-from . import _worker
+from . import _limits, _worker
+from .watch import ProcessWatch
 
 __all__ = ["PoolStatistics", "PreparedCall", "ProcessPool"]
 
@@ -87,7 +91,25 @@ class _Worker:
         self.reaped = False  # joined: its pid may belong to another process now
         self.running: str | None = None  # the call it runs
         self.preemptible = False
-        self.paused = False
+        self.paused = False  # stopped by pause_preemptible
+        self.held = False  # stopped through the watch of its call
+
+    def hold(self) -> bool:
+        """Stop the worker for the watch of its call; ``False`` if it was already held."""
+        if self.held or self.reaped:
+            return False
+        self.held = True
+        self.signal(signal.SIGSTOP)
+        return True
+
+    def unhold(self) -> bool:
+        """Let go of a hold; the worker continues unless it is also paused."""
+        if not self.held:
+            return False
+        self.held = False
+        if not self.paused:
+            self.signal(signal.SIGCONT)
+        return True
 
     def signal(self, signum: signal.Signals) -> None:
         if self.reaped:
@@ -98,7 +120,7 @@ class _Worker:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self.signal(signal.SIGCONT)  # hygiene: nothing of a stopped process should stay stopped
-        self.paused = False
+        self.paused = self.held = False
 
     async def wait_exit(self) -> None:
         if not self.exited:
@@ -229,6 +251,8 @@ class ProcessPool:
             for waiter in self._waiters:
                 waiter.event.set()  # worker None: the waiter raises "closed"
             self._waiters.clear()
+            for worker in self._workers:
+                worker.unhold()
             self.resume_preemptible()  # a stopped worker can neither finish its call nor exit
             await self._stop_all(anyio.current_time() + self._shutdown_timeout_s)
         self._state = "closed"
@@ -279,20 +303,26 @@ class ProcessPool:
             raise TypeError(f"{name} is a coroutine function: run it on the loop, not in a process")
         return PreparedCall(name=name, payload=_worker.encode_call(fn, args, kwargs))
 
-    async def run(self, call: PreparedCall, *, preemptible: bool = False) -> Any:
+    async def run(
+        self, call: PreparedCall, *, preemptible: bool = False, watch: ProcessWatch | None = None
+    ) -> Any:
         """Run a prepared call on the next free worker (FIFO) and return its result.
 
         Re-raises the exception raised in the child (its type kept when it can be rebuilt here,
         else a ``RuntimeError`` with the remote traceback). Raises ``WorkerDied`` when the
         worker dies meanwhile, ``RuntimeError`` when the pool is not running. If the caller is
         cancelled, the worker is killed and replaced. ``preemptible`` lets
-        ``pause_preemptible`` stop the worker while it runs this call.
+        ``pause_preemptible`` stop the worker while it runs this call; ``watch`` runs it under
+        the watch's limits and fills in what it used (see ``actors.scheduler.watch``).
         """
         worker = await self._acquire()
         worker.running = call.name
         worker.preemptible = preemptible
         try:
-            reply = await self._exchange(worker, call.payload)
+            if watch is None:
+                reply = await self._exchange(worker, call.payload)
+            else:
+                reply = await self._exchange_watched(worker, call.payload, watch)
         except _worker.Gone:
             doing = f"running {call.name}" if worker.ready else "starting"
             raise await self._lost(worker, doing) from None
@@ -308,6 +338,24 @@ class ProcessPool:
             await self._wait_ready(worker)
         await _worker.send_frame(worker.sock, payload, worker.wait_io)
         return await _worker.receive_frame(worker.sock, worker.wait_io)
+
+    async def _exchange_watched(
+        self, worker: _Worker, payload: bytes, watch: ProcessWatch
+    ) -> bytes:
+        if not worker.ready:
+            await self._wait_ready(worker)
+        limits = _limits.Limits(watch.memory_limit_bytes, watch.cpu_limit_s)
+        watch.bind(worker.pid, worker)
+        try:
+            await _worker.send_frame(worker.sock, _limits.encode_limits(limits), worker.wait_io)
+            await _worker.send_frame(worker.sock, payload, worker.wait_io)
+            started = await _worker.receive_frame(worker.sock, worker.wait_io)
+            watch.start_rss_bytes = _limits.decode_started(started)
+            usage = _limits.decode_usage(await _worker.receive_frame(worker.sock, worker.wait_io))
+            watch.cpu_s, watch.peak_rss_bytes = usage
+            return await _worker.receive_frame(worker.sock, worker.wait_io)
+        finally:
+            watch.unbind()
 
     def _outcome(self, reply: bytes, call: PreparedCall, pid: int) -> Any:
         try:
@@ -331,11 +379,12 @@ class ProcessPool:
         return paused
 
     def resume_preemptible(self) -> int:
-        """SIGCONT every paused worker; returns how many were resumed."""
+        """SIGCONT every paused worker (unless its watch holds it); returns how many."""
         resumed = 0
         for worker in self._workers:
             if worker.paused:
-                worker.signal(signal.SIGCONT)
+                if not worker.held:
+                    worker.signal(signal.SIGCONT)
                 worker.paused = False
                 resumed += 1
         return resumed
@@ -403,9 +452,9 @@ class ProcessPool:
     def _release(self, worker: _Worker) -> None:
         worker.running = None
         worker.preemptible = False
-        if worker.paused:  # stopped just after it sent its reply
+        if worker.paused or worker.held:  # stopped just after it sent its reply
             worker.signal(signal.SIGCONT)
-            worker.paused = False
+            worker.paused = worker.held = False
         if self._state == "running" and self._waiters:
             waiter = self._waiters.popleft()
             waiter.worker = worker

@@ -42,6 +42,7 @@ from .pool import ProcessPool
 from .queue import EXECUTORS, DispatchQueue
 from .stats import ClassRecord, SchedulerStatistics
 from .task import Executor, Task, TaskHandle
+from .watch import ProcessWatch
 
 if TYPE_CHECKING:
     from runtime.actor import ActorContext
@@ -272,6 +273,39 @@ class Scheduler:
         if task.state == "queued":
             self._poke_dispatcher(task, config)
         return task
+
+    # -- the seam for policies (plugin quotas) -------------------------------------------------
+
+    def hold(self, task: Task) -> None:
+        """From an admission hook: keep ``task`` out of the queue until ``release``.
+
+        Raises ``RuntimeError`` for a task that is not being admitted.
+        """
+        self._engine.hold(task)
+
+    def release(self, task: Task, error: BaseException | None = None) -> bool:
+        """Queue a held task now, or end it with ``error``; ``False`` if it is not held."""
+        released = self._engine.release(task, error)
+        if task.state == "queued":
+            self._poke_dispatcher(task, self.config.classes[task.task_class])
+        return released
+
+    def cancel(self, task: Task, error: BaseException | None = None) -> None:
+        """Cancel a held, queued or running task; it ends with ``error`` (default
+        ``TaskCancelled``). A running process call's worker is killed and replaced."""
+        self._engine.cancel(task, error)
+
+    def watch(
+        self, task: Task, *, memory_limit_bytes: int | None = None, cpu_limit_s: int | None = None
+    ) -> ProcessWatch:
+        """Run process task ``task`` under limits and report its worker and usage (see
+        ``actors.scheduler.watch``). Raises ``ValueError`` for a task that does not run in a
+        process or has started, or a limit that is not a positive int."""
+        if task.run_in != "process" or task.state not in ("new", "held", "queued"):
+            raise ValueError(f"only a process task that has not started can be watched; {task!r}")
+        watch = ProcessWatch(memory_limit_bytes=memory_limit_bytes, cpu_limit_s=cpu_limit_s)
+        task.watch = watch
+        return watch
 
     def _class_config(self, task_class: str) -> TaskClassConfig:
         config = self.config.classes.get(task_class)

@@ -2,23 +2,28 @@
 
 A ``Task`` is plain data plus its outcome. The dispatch queue reads ``task_class``, ``run_in``,
 ``deadline_at``, ``submitted_at`` and ``id`` (the arrival order) and writes ``state``; the
-service writes the timings and the outcome. A ``TaskHandle`` is the submitter's view: wait for
-the result, ask whether it is done, cancel it.
+service writes the timings and the outcome. A policy such as plugin quotas may hold a task
+out of the queue while it is admitted (state ``held``), end it with an error of its own
+(``cancel_error``) and watch its worker process (``watch``). A ``TaskHandle`` is the
+submitter's view: wait for the result, ask whether it is done, cancel it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
+
+if TYPE_CHECKING:
+    from .watch import ProcessWatch
 
 __all__ = ["Executor", "Task", "TaskHandle", "TaskState"]
 
 T = TypeVar("T")
 Executor = Literal["loop", "thread", "process"]
-TaskState = Literal["new", "queued", "running", "done"]
+TaskState = Literal["new", "held", "queued", "running", "done"]
 
 
 class Task:
@@ -31,6 +36,7 @@ class Task:
     __slots__ = (
         "args",
         "call",
+        "cancel_error",
         "cancel_requested",
         "deadline_at",
         "deadline_s",
@@ -50,6 +56,7 @@ class Task:
         "submitted_at",
         "task_class",
         "value",
+        "watch",
     )
 
     def __init__(
@@ -83,6 +90,8 @@ class Task:
         self.finished_at: float | None = None
         self.missed = False  # its deadline miss is counted (once per task)
         self.cancel_requested = False
+        self.cancel_error: BaseException | None = None  # what a cancelled task ends with
+        self.watch: ProcessWatch | None = None  # limits and usage of its process call
         self.scope: anyio.CancelScope | None = None  # set while it runs
         self.value: Any = None
         self.error: BaseException | None = None
