@@ -115,14 +115,27 @@ def check_cache(cache: CacheSection) -> Found:
 
 
 def check_plugin_quota(quota: PluginQuota) -> Found:
-    """A burst is the size of a rate's token bucket, so it needs a rate."""
+    """A burst is the size of a rate's token bucket, so it needs a rate; strict spacing needs a
+    rate and allows no burst."""
     if quota.burst is not None and quota.rate is None:
         yield ("burst",), "needs a rate (burst is the size of the rate's token bucket)"
+    if quota.strict_spacing and quota.rate is None:
+        yield ("strict_spacing",), "true needs a rate (calls are spaced 1/rate apart)"
+    if quota.strict_spacing and quota.burst is not None and quota.burst > 1:
+        message = f"{quota.burst} contradicts strict_spacing (calls go one at a time); set 1"
+        yield ("burst",), message
 
 
 def check_quotas(quotas: QuotaSection) -> Found:
-    """No single plugin may be granted more than the runtime's whole budget."""
+    """No single plugin may be granted more than the runtime's whole budget; a CPU share is
+    averaged over at least two measurements."""
+    if quotas.cpu_window_ms < 2 * quotas.interval_ms:
+        message = f"{quotas.cpu_window_ms} is less than two measurements (2 x interval_ms"
+        yield ("cpu_window_ms",), message + f" = {2 * quotas.interval_ms})"
     budget = quotas.budget
+    if budget.cpu_window_s * 1000 < 2 * budget.interval_ms:
+        message = f"{budget.cpu_window_s:g} is less than two measurements (2 x interval_ms"
+        yield ("budget", "cpu_window_s"), message + f" = {2 * budget.interval_ms / 1000:g}s)"
     for name, quota in quotas.plugins.items():
         memory_mb, cpu_percent = quota.memory_mb, quota.cpu_percent
         if memory_mb is not None and memory_mb > budget.memory_mb:

@@ -39,6 +39,7 @@ __all__ = [
     "LoggingSection",
     "MetricsSection",
     "NamespaceConfig",
+    "OverLimit",
     "PluginQuota",
     "ProfilerSection",
     "PrometheusConfig",
@@ -283,8 +284,17 @@ class CacheSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     tiers: list[TierConfig] = msgspec.field(default_factory=_default_tiers)
 
 
+OverLimit = Literal["wait", "refuse"]
+Ratio = Annotated[float, msgspec.Meta(gt=0, le=1)]
+
+
 class PluginQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One plugin's limits; a limit left out (None) is not enforced."""
+    """One plugin's limits; a limit left out (None) is not enforced.
+
+    ``memory_mb`` is what a call may add to its worker process's resident memory;
+    ``cpu_percent`` its worker's share of the whole machine. ``on_rate`` and ``on_concurrency``
+    say whether a call over the limit waits (at most ``max_waiting`` at once) or is refused.
+    """
 
     timeout_s: PosFloat | None = None
     rate: RatePerS | None = None
@@ -292,20 +302,45 @@ class PluginQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_concurrency: PosInt | None = None
     memory_mb: PosInt | None = None
     cpu_percent: Percent | None = None
+    on_rate: OverLimit = "wait"
+    strict_spacing: bool = False
+    on_concurrency: OverLimit = "wait"
+    max_waiting: PosInt = 100
+
+
+def _default_memory_actions() -> list[str]:
+    return ["shrink_caches", "collect_garbage"]
+
+
+def _default_cpu_actions() -> list[str]:
+    return ["shed_background"]
 
 
 class BudgetConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The runtime's own resource budget, enforced like a quota."""
+    """The runtime's own resource budget (its process and its children), enforced like a
+    quota: past ``recover_ratio`` of a limit its recovery actions run, before it is breached."""
 
     memory_mb: PosInt = 2048
     cpu_percent: Percent = 20.0
+    interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
+    cpu_window_s: PosFloat = 60.0
+    recover_ratio: Ratio = 0.8
+    cooldown_s: NonNegFloat = 60.0
+    memory_actions: list[Name] = msgspec.field(default_factory=_default_memory_actions)
+    cpu_actions: list[Name] = msgspec.field(default_factory=_default_cpu_actions)
 
 
 class QuotaSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-plugin quotas and the runtime's own budget."""
+    """Per-plugin quotas, how plugin processes are measured and held, and the runtime's budget."""
 
     enabled: bool = True
     plugins: dict[Name, PluginQuota] = msgspec.field(default_factory=dict)
+    interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 100
+    cpu_window_ms: Annotated[int, msgspec.Meta(ge=20)] = 1000
+    warn_ratio: Ratio = 0.8
+    throttle_period_ms: Annotated[int, msgspec.Meta(ge=10)] = 100
+    terminate_after_s: NonNegFloat = 5.0
+    log_interval_s: NonNegFloat = 1.0
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
 
 
