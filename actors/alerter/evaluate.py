@@ -2,26 +2,27 @@
 
 A tree is compiled once into plain functions (closures over the tree's constants: nothing is
 ``eval``ed). A ``Compiler`` shared by all rules gives equal subtrees one function, and each
-function remembers its result for the current round: a hundred rules that read
-``cpu_percent`` read it once per round.
+selector remembers its result for the current round: a hundred rules that read
+``cpu_percent`` read it once per round. Window functions come from running aggregates
+(``window.py``), shared by every selector that reads the same series over the same window.
 
-The arithmetic follows Prometheus 2.42 step by step (the Kahan-compensated mean of
-``avg_over_time``, the extrapolation of ``rate``), so values agree to the last bit: annotations
-print them, and a test compares those with ``promtool``'s.
+Values agree with Prometheus 2.42 to the last bit wherever they can be seen (an alert's value,
+its annotations; a test compares them with ``promtool``'s). ``avg_over_time`` may yield an
+``Approximate``: a comparison far enough from its threshold is decided on it, a close one on
+the exact value; whoever shows a value takes ``window.exact(value)``.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable
-from typing import Any
 
 from runtime.metrics import Labels
 
 from .expr import Compare, Expr, Matcher, Number, RangeCall, Selector, SetOp
 from .series import DEFAULT_LOOKBACK_MS, Series, SeriesStore
+from .window import Approximate, over_time
 
 __all__ = ["Compiler", "Instant", "VSample", "Vector", "VectorFn"]
 
@@ -47,6 +48,7 @@ class Instant:
 
 
 VectorFn = Callable[[Instant], Vector]
+_UNSET = object()
 
 
 class Compiler:
@@ -60,7 +62,10 @@ class Compiler:
         """The function computing ``tree``. Raises ``TypeError`` for a bare number."""
         compiled = self._compiled.get(tree)
         if compiled is None:
-            compiled = self._compiled[tree] = _per_round(self._build(tree))
+            compiled = self._build(tree)
+            if isinstance(tree, Selector | RangeCall):  # what rules share: read once a round
+                compiled = _per_round(compiled)
+            self._compiled[tree] = compiled
         return compiled
 
     def _build(self, tree: Expr) -> VectorFn:
@@ -152,135 +157,66 @@ def _selector(selector: Selector) -> VectorFn:
 
 def _range_call(call: RangeCall) -> VectorFn:
     matched = _Matched(call.selector)
-    window_ms = call.window_ms
-    if call.function in ("rate", "increase"):
-        is_rate = call.function == "rate"
-
-        def reduce(times: list[int], values: list[float], t_ms: int) -> float | None:
-            return extrapolated_rate(times, values, t_ms - window_ms, t_ms, window_ms, is_rate)
-
-    else:
-        over_time = _OVER_TIME[call.function]
-
-        def reduce(times: list[int], values: list[float], t_ms: int) -> float | None:
-            return over_time(values)
+    function, window_ms = call.function, call.window_ms
 
     def range_vector(at: Instant) -> Vector:
         t_ms = at.t_ms
         out: Vector = []
         for series in matched.get(at.store):
-            times, values = series.window(t_ms, window_ms)
-            if values and (result := reduce(times, values, t_ms)) is not None:
+            # Another selector may have computed this series' window this round already.
+            aggregate = series.windows.get(window_ms)
+            if aggregate is not None and aggregate.current(series, t_ms):
+                result = aggregate.results.get(function, _UNSET)
+                if result is _UNSET:
+                    result = aggregate.compute(function, series)
+            else:
+                result = over_time(function, series, t_ms, window_ms)
+            if result is not None:
                 out.append((None, series.labels, result))
         return out
 
     return range_vector
 
 
-# -- functions over a window (Prometheus 2.42's arithmetic) -----------------------------------
-
-
-def _kahan_inc(increment: float, total: float, compensation: float) -> tuple[float, float]:
-    new_total = total + increment
-    # Neumaier's improvement: compensate with whichever term lost precision.
-    if abs(total) >= abs(increment):
-        compensation += (total - new_total) + increment
-    else:
-        compensation += (increment - new_total) + total
-    return new_total, compensation
-
-
-def avg_over_time(values: list[float]) -> float:
-    """The mean, as Prometheus computes it: incremental, Kahan-compensated, Inf-aware."""
-    mean = count = compensation = 0.0
-    for value in values:
-        count += 1
-        if math.isinf(mean):
-            if math.isinf(value) and (mean > 0) == (value > 0):
-                continue  # same-signed infinities: the mean is right already
-            if not math.isinf(value) and not math.isnan(value):
-                continue  # a finite value cannot move an infinite mean
-        mean, compensation = _kahan_inc(value / count - mean / count, mean, compensation)
-    return mean if math.isinf(mean) else mean + compensation
-
-
-def max_over_time(values: list[float]) -> float:
-    """The largest value; NaN only if every value is NaN."""
-    best = values[0]
-    for value in values:
-        if value > best or math.isnan(best):
-            best = value
-    return best
-
-
-def min_over_time(values: list[float]) -> float:
-    """The smallest value; NaN only if every value is NaN."""
-    best = values[0]
-    for value in values:
-        if value < best or math.isnan(best):
-            best = value
-    return best
-
-
-_OVER_TIME: dict[str, Callable[[list[float]], float]] = {
-    "avg_over_time": avg_over_time,
-    "max_over_time": max_over_time,
-    "min_over_time": min_over_time,
-}
-
-
-def extrapolated_rate(
-    times: list[int], values: list[float], start_ms: int, end_ms: int, window_ms: int, is_rate: bool
-) -> float | None:
-    """``rate`` (per second) or ``increase`` of a counter over ``[start_ms, end_ms]``.
-
-    Counter resets add the value before the reset; the result is extrapolated towards the
-    window's edges when the samples come close to them (within 1.1 average intervals), else
-    by half an interval, and never below the counter's zero point. ``None`` with fewer than
-    two samples.
-    """
-    if len(values) < 2:
-        return None
-    result = values[-1] - values[0]
-    previous = values[0]
-    for value in values[1:]:
-        if value < previous:
-            result += previous
-        previous = value
-    to_start = (times[0] - start_ms) / 1000
-    to_end = (end_ms - times[-1]) / 1000
-    sampled = (times[-1] - times[0]) / 1000
-    average_step = sampled / (len(values) - 1)
-    if result > 0 and values[0] >= 0:
-        to_zero = sampled * (values[0] / result)
-        to_start = min(to_start, to_zero)
-    threshold = average_step * 1.1
-    interval = sampled
-    interval += to_start if to_start < threshold else average_step / 2
-    interval += to_end if to_end < threshold else average_step / 2
-    factor = interval / sampled
-    if is_rate:
-        factor /= window_ms // 1000 + (window_ms % 1000) / 1000  # Go's Duration.Seconds()
-    return result * factor
-
-
 # -- comparisons and set operations ---------------------------------------------------------
 
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt,
-    "<": operator.lt,
-    ">=": operator.ge,
-    "<=": operator.le,
-    "==": operator.eq,
-    "!=": operator.ne,
+# ``5 < x`` keeps what ``x > 5`` keeps (NaN fails both), so a number first flips the operator.
+_FLIPPED = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
+_HOLDS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, "<": operator.lt, ">=": operator.ge,
+    "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+# One list comprehension per operator: the comparison inline, no call per sample.
+_FILTERS: dict[str, Callable[[Vector, float], Vector]] = {
+    ">": lambda vector, threshold: [s for s in vector if s[2] > threshold],
+    "<": lambda vector, threshold: [s for s in vector if s[2] < threshold],
+    ">=": lambda vector, threshold: [s for s in vector if s[2] >= threshold],
+    "<=": lambda vector, threshold: [s for s in vector if s[2] <= threshold],
+    "==": lambda vector, threshold: [s for s in vector if s[2] == threshold],
+    "!=": lambda vector, threshold: [s for s in vector if s[2] != threshold],
 }
 
 
 def _compare(node: Compare, vector: VectorFn) -> VectorFn:
-    holds, threshold = _COMPARE[node.op], node.threshold
-    if node.number_first:
-        return lambda at: [s for s in vector(at) if holds(threshold, s[2])]
-    return lambda at: [s for s in vector(at) if holds(s[2], threshold)]
+    op = _FLIPPED[node.op] if node.number_first else node.op
+    threshold = node.threshold
+    if not isinstance(node.vector, RangeCall) or node.vector.function != "avg_over_time":
+        keep = _FILTERS[op]
+        return lambda at: keep(vector(at), threshold)  # exact values only
+    holds = _HOLDS[op]
+
+    def compare_approximate(at: Instant) -> Vector:
+        out: Vector = []
+        for sample in vector(at):
+            value = sample[2]
+            if type(value) is Approximate and not abs(value - threshold) > value.tolerance:
+                value = value.exact()  # too close to call on the approximation
+                sample = (sample[0], sample[1], value)
+            if holds(value, threshold):
+                out.append(sample)
+        return out
+
+    return compare_approximate
 
 
 def _signature(node: SetOp) -> Callable[[VSample], Labels]:

@@ -17,15 +17,17 @@ service's business.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import msgspec
 
 from .evaluate import Compiler, Instant, Vector, VectorFn, VSample
 from .expr import parse_expr
+from .plan import EvaluationPlan
 from .series import DEFAULT_LOOKBACK_MS, SeriesStore
 from .template import Template
+from .window import exact
 
 if TYPE_CHECKING:
     from runtime.config import AlertRule
@@ -128,6 +130,7 @@ class AlertInstance:
     __slots__ = (
         "_annotations",
         "_rendered_for",
+        "_value",
         "active_at_ms",
         "fired_at_ms",
         "keep_firing_since_ms",
@@ -138,7 +141,6 @@ class AlertInstance:
         "rule",
         "state",
         "template_labels",
-        "value",
     )
 
     def __init__(self, rule: CompiledRule, output: _Output, value: float, t_ms: int) -> None:
@@ -146,7 +148,7 @@ class AlertInstance:
         self.key = output.key
         self.labels = output.labels
         self.template_labels = output.template_labels
-        self.value = value
+        self._value = value  # maybe an Approximate: made exact when read
         self.state: AlertState = "pending"
         self.active_at_ms = t_ms
         self.fired_at_ms: int | None = None
@@ -155,6 +157,22 @@ class AlertInstance:
         self.last_sent_ms: int | None = None  # when external sinks last got it
         self._annotations: dict[str, str] = {}
         self._rendered_for: tuple[dict[str, str], float] | None = None
+
+    @property
+    def value(self) -> float:
+        """The latest sample's value, exactly as Prometheus computes it."""
+        value = self._value
+        if type(value) is not float:
+            value = self._value = exact(value)
+        return value
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._value = value
+
+    def freeze(self) -> None:
+        """Fix the value now: the samples behind an approximate one may be pruned later."""
+        self._value = exact(self._value)
 
     def annotations(self) -> dict[str, str]:
         """The annotations rendered for the latest sample (cached until it changes)."""
@@ -204,6 +222,8 @@ class Transition(NamedTuple):
 class RuleState:
     """One rule's alert instances, by their labels."""
 
+    __slots__ = ("active", "rule")
+
     def __init__(self, rule: CompiledRule) -> None:
         self.rule = rule
         self.active: dict[Labels, AlertInstance] = {}
@@ -224,6 +244,7 @@ class RuleState:
                 alert.keep_firing_since_ms = None
         for key, alert in list(active.items()):
             if key not in current:
+                alert.freeze()
                 if not self._keeps_firing(alert, t_ms):
                     del active[key]
                     if alert.state == "firing":
@@ -285,6 +306,8 @@ class RuleGroup:
         self.store = store
         self.lookback_ms = lookback_ms
         self.states: list[RuleState] = []
+        self._plan = EvaluationPlan([], Compiler())
+        self._alerting: set[int] = set()  # indices of the rules with alerts
         self._round = 0
         self.replace(rules)
 
@@ -306,6 +329,8 @@ class RuleGroup:
                     alert.rule = rule
             states.append(state)
         self.states = states
+        self._plan = EvaluationPlan(compiled, compiler)
+        self._alerting = {index for index, state in enumerate(states) if state.active}
         self.store.retention_ms = self.lookback_ms + compiler.widest_window_ms
 
     def evaluate(self, t_ms: int) -> Round:
@@ -314,14 +339,18 @@ class RuleGroup:
         at = Instant(self.store, t_ms, self._round, self.lookback_ms)
         transitions: list[Transition] = []
         errors: list[tuple[str, str]] = []
-        for state in self.states:
-            result = state.rule.vector(at)
-            if not result and not state.active:
-                continue  # the common case: nothing to do
+        results = self._plan.results(at)
+        # Step the rules with samples, and those whose alerts may keep firing or resolve.
+        for index in sorted(results.keys() | self._alerting):
+            state = self.states[index]
             try:
-                transitions += state.step(result, t_ms)
+                transitions += state.step(results.get(index, []), t_ms)
             except ValueError as exc:
                 errors.append((state.rule.name, str(exc)))
+            if state.active:
+                self._alerting.add(index)
+            else:
+                self._alerting.discard(index)
         return Round(t_ms, transitions, errors)
 
     def alerts(self, state: AlertState) -> list[AlertInstance]:
@@ -335,12 +364,9 @@ class RuleGroup:
         """Firing instances last sent at least ``repeat_ms`` ago (time to send them again)."""
         return [
             alert
-            for alert in self._active()
+            for index in sorted(self._alerting)
+            for alert in self.states[index].active.values()
             if alert.state == "firing"
             and alert.last_sent_ms is not None
             and t_ms - alert.last_sent_ms >= repeat_ms
         ]
-
-    def _active(self) -> Iterable[AlertInstance]:
-        for state in self.states:
-            yield from state.active.values()

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors.alerter.evaluate import Compiler, Instant, avg_over_time, extrapolated_rate
+from actors.alerter.evaluate import Compiler, Instant
 from actors.alerter.expr import parse_expr
 from actors.alerter.rules import RuleGroup
 from actors.alerter.series import STALE, Series, SeriesStore
+from actors.alerter.window import avg_over_time, extrapolated_rate
 from runtime.clock import FakeClock
 from runtime.config import AlertRule
 from runtime.metrics import MetricsRegistry
