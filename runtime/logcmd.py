@@ -80,24 +80,43 @@ def parse_logs_args(argv: list[str]) -> argparse.Namespace:
 def _arguments() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     add = options.add_argument
-    add("file", nargs="?", metavar="FILE", help=f"the log (default: logging.file, else "
-        f"{DEFAULT_LOG_FILE})")
+    add(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help=f"the log (default: logging.file, else {DEFAULT_LOG_FILE})",
+    )
     add("--config", metavar="PATH", help=f"config whose logging.file to read ({DEFAULT_CONFIG})")
     add("--no-rotated", action="store_true", help="read FILE only, not FILE.1, FILE.2.gz, ...")
     add("--level", metavar="L", help="this level and above: debug, info, warning, error, critical")
     add("--actor", action="append", default=[], metavar="A", help="this actor (repeat: any)")
-    add("--event", action="append", default=[], metavar="E",
-        help="event containing E, any case (repeat: any); exact: -f event=...")
-    add("-f", "--field", action="append", default=[], metavar="KEY=VALUE",
-        help="field equal to VALUE, or KEY~=REGEX to search it; a.b for nested (repeat: all)")
+    add(
+        "--event",
+        action="append",
+        default=[],
+        metavar="E",
+        help="event containing E, any case (repeat: any); exact: -f event=...",
+    )
+    add(
+        "-f",
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="field equal to VALUE, or KEY~=REGEX to search it; a.b for nested (repeat: all)",
+    )
     add("--since", metavar="T", help="from T: 10m, 2h, 1d, 2027-01-15T08:30Z, 08:30 (UTC)")
     add("--until", metavar="T", help="up to T, same forms as --since")
     add("--trace", metavar="ID", help="one task's story: task_id, trace_id or request_id = ID")
     add("--stats", action="store_true", help="counts by level, actor, event; a time histogram")
     add("--follow", action="store_true", help="print lines as they are appended, until Ctrl-C")
     add("--json", action="store_true", help="the original JSON lines (or the stats as JSON)")
-    add("--color", choices=["auto", "always", "never"], default="auto",
-        help="color the output (auto: on a terminal, unless NO_COLOR is set)")
+    add(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="color the output (auto: on a terminal, unless NO_COLOR is set)",
+    )
     return options
 
 
@@ -283,8 +302,7 @@ class _Output:
             if self._trace is not None and self._first_s is None:
                 self._first_s = line.time_s
             start_s = self._first_s if self._trace is not None else None
-            text = line.raw if self._json else format_line(line, color=self._color,
-                                                           start_s=start_s)
+            text = line.raw if self._json else format_line(line, color=self._color, start_s=start_s)
             self._out.write(text + "\n")
             if flush:
                 self._out.flush()
@@ -313,12 +331,18 @@ class _Output:
         if self.shown == 0:
             _say(f"no lines with {', '.join(TRACE_FIELDS)} = {query.trace_id!r}")
         elif not self._json:
-            span = "" if self._first_s is None or self._last_s is None else (
-                f" over {self._last_s - self._first_s:.3f} s")
-            actors = ", ".join(sorted(self._actors))
-            self._out.write(f"trace {query.trace_id}: {_count(self.shown, 'line')} from "
-                            f"{_count(len(self._actors), 'actor')} ({actors}){span}\n")
+            self._out.write(self._trace_summary(query.trace_id) + "\n")
         self._out.flush()
+
+    def _trace_summary(self, trace_id: str) -> str:
+        actors = ", ".join(sorted(self._actors))
+        text = (
+            f"trace {trace_id}: {_count(self.shown, 'line')} from "
+            f"{_count(len(self._actors), 'actor')} ({actors})"
+        )
+        if self._first_s is not None and self._last_s is not None:
+            text += f" over {self._last_s - self._first_s:.3f} s"
+        return text
 
 
 def _use_color(choice: str, out: TextIO) -> bool:

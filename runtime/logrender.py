@@ -91,6 +91,9 @@ class Histogram:
     start_s: float
     counts: list[int]
 
+    def as_record(self) -> dict[str, Any]:
+        return {"bucket_s": self.width_s, "start": _iso(self.start_s), "counts": self.counts}
+
 
 @dataclass
 class LogStats:
@@ -126,8 +129,11 @@ class LogStats:
             return None
         first_s, last_s = min(self.times_s), max(self.times_s)
         width_s, name = next(
-            ((width_s, name) for width_s, name in _BUCKETS_S
-             if math.floor(last_s / width_s) - math.floor(first_s / width_s) < max_buckets),
+            (
+                (width_s, name)
+                for width_s, name in _BUCKETS_S
+                if math.floor(last_s / width_s) - math.floor(first_s / width_s) < max_buckets
+            ),
             _BUCKETS_S[-1],
         )
         origin = math.floor(first_s / width_s)
@@ -146,17 +152,13 @@ class LogStats:
             "by_level": dict(self.levels_by_severity()),
             "by_actor": dict(self.by_actor.most_common()),
             "by_event": dict(self.by_event.most_common()),
-            "histogram": None if histogram is None else {
-                "bucket_s": histogram.width_s,
-                "start": _iso(histogram.start_s),
-                "counts": histogram.counts,
-            },
+            "histogram": histogram.as_record() if histogram is not None else None,
         }
 
 
 def _iso(time_s: float) -> str:
-    millis = round(time_s * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time_s)) + f".{millis:03d}Z"
+    seconds, millis = divmod(round(time_s * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def render_stats(

@@ -106,7 +106,7 @@ class LineParser:
             return None
         try:
             fields = _decoder.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):  # the latter: bytes that are not UTF-8
             fields = None
         if not isinstance(fields, dict):
             self.skipped += 1
