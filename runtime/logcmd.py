@@ -18,6 +18,7 @@ fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -88,6 +89,21 @@ def _arguments() -> argparse.ArgumentParser:
     )
     add("--config", metavar="PATH", help=f"config whose logging.file to read ({DEFAULT_CONFIG})")
     add("--no-rotated", action="store_true", help="read FILE only, not FILE.1, FILE.2.gz, ...")
+    _add_filters(options)
+    add("--stats", action="store_true", help="counts by level, actor, event; a time histogram")
+    add("--follow", action="store_true", help="print lines as they are appended, until Ctrl-C")
+    add("--json", action="store_true", help="the original JSON lines (or the stats as JSON)")
+    add(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="color the output (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    return options
+
+
+def _add_filters(options: argparse.ArgumentParser) -> None:
+    add = options.add_argument
     add("--level", metavar="L", help="this level and above: debug, info, warning, error, critical")
     add("--actor", action="append", default=[], metavar="A", help="this actor (repeat: any)")
     add(
@@ -108,16 +124,6 @@ def _arguments() -> argparse.ArgumentParser:
     add("--since", metavar="T", help="from T: 10m, 2h, 1d, 2027-01-15T08:30Z, 08:30 (UTC)")
     add("--until", metavar="T", help="up to T, same forms as --since")
     add("--trace", metavar="ID", help="one task's story: task_id, trace_id or request_id = ID")
-    add("--stats", action="store_true", help="counts by level, actor, event; a time histogram")
-    add("--follow", action="store_true", help="print lines as they are appended, until Ctrl-C")
-    add("--json", action="store_true", help="the original JSON lines (or the stats as JSON)")
-    add(
-        "--color",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="color the output (auto: on a terminal, unless NO_COLOR is set)",
-    )
-    return options
 
 
 def run_logs(
@@ -128,7 +134,7 @@ def run_logs(
 ) -> int:
     """Run ``logs`` with parsed ``args``; ``now_s`` anchors relative times and ``sleep`` paces
     ``--follow`` (a test passes its own to drive the loop). Returns the exit code."""
-    from .logview import LineParser, make_query
+    from .logview import make_query
 
     try:
         query = make_query(
@@ -139,6 +145,18 @@ def run_logs(
     except (ValueError, OSError) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
+    return _read(args, query, files, sleep)
+
+
+def _read(
+    args: argparse.Namespace,
+    query: LogQuery,
+    files: list[Path],
+    sleep: Callable[[float], None],
+) -> int:
+    """Show what ``query`` selects from ``files``; the exit code."""
+    from .logview import LineParser
+
     parser = LineParser()
     output = _Output(sys.stdout, args)
     try:
@@ -150,6 +168,8 @@ def run_logs(
         _silence_stdout()
         return EXIT_OK
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()  # the lines read before the failure come before its message
         _say(f"error: {exc}")
         return EXIT_USAGE
     finally:
@@ -168,8 +188,8 @@ def _say(message: str) -> None:
 
 def _silence_stdout() -> None:
     # Python flushes stdout at exit; on a closed pipe that would print a second error.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # -- which files ------------------------------------------------------------------------------
@@ -326,13 +346,11 @@ class _Output:
         """A trace's summary (text output only), or a note on stderr when it found nothing."""
         from .logview import TRACE_FIELDS
 
-        if query.trace_id is None:
-            return
-        if self.shown == 0:
-            _say(f"no lines with {', '.join(TRACE_FIELDS)} = {query.trace_id!r}")
-        elif not self._json:
+        if query.trace_id is not None and self.shown > 0 and not self._json:
             self._out.write(self._trace_summary(query.trace_id) + "\n")
-        self._out.flush()
+        self._out.flush()  # before any note on stderr, for readers of both streams
+        if query.trace_id is not None and self.shown == 0:
+            _say(f"no lines with {', '.join(TRACE_FIELDS)} = {query.trace_id!r}")
 
     def _trace_summary(self, trace_id: str) -> str:
         actors = ", ".join(sorted(self._actors))

@@ -74,6 +74,9 @@ class Tail:
     being written waits for its newline). When the path names a new file (the old one was
     renamed away), the rest of the old file is read first, then the new one from its start;
     when the file shrinks (truncated in place), reading starts again from its beginning.
+
+    It polls, so it cannot see a file that lived only between two reads: rotating twice
+    between polls (more than ``max_bytes`` written in a poll interval) loses the middle file.
     """
 
     def __init__(self, path: Path, *, from_start: bool = False) -> None:

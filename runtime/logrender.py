@@ -167,7 +167,7 @@ def render_stats(
     """The statistics as text: totals, the ``top`` events and actors, a bar chart."""
     if stats.total == 0:
         return "no lines"
-    rows = [_paint(f"{stats.total} lines", _BOLD, color)]
+    rows = [_paint(f"{stats.total} line{'s' * (stats.total != 1)}", _BOLD, color)]
     if stats.times_s:
         rows[0] += f" from {_iso(min(stats.times_s))} to {_iso(max(stats.times_s))}"
     rows += _table("by level", stats.levels_by_severity(), top, color)

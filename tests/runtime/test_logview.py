@@ -380,7 +380,7 @@ def test_render_stats_tables_top_and_chart() -> None:
 def test_render_stats_without_times_has_no_chart() -> None:
     """Lines with no timestamp are counted; there is no time range and no chart."""
     stats = LogStats().add_all([line(timestamp="?")])
-    assert render_stats(stats).splitlines()[0] == "1 lines"
+    assert render_stats(stats).splitlines()[0] == "1 line"
     assert "lines per" not in render_stats(stats)
     assert stats.as_record()["histogram"] is None
 
