@@ -233,8 +233,11 @@ class _Writer:
             self.errors += 1
             if self.errors == 1 and sys.__stderr__ is not None:
                 with contextlib.suppress(Exception):
-                    print(f"jarvis-runtime: cannot write logs ({exc!r}); continuing",
-                          file=sys.__stderr__, flush=True)
+                    print(
+                        f"jarvis-runtime: cannot write logs ({exc!r}); continuing",
+                        file=sys.__stderr__,
+                        flush=True,
+                    )
 
     def _write_line(self, line: bytes) -> None:
         if self._file is not None:
