@@ -1,7 +1,8 @@
 """The ``jarvis-runtime`` command line (also ``python -m runtime``).
 
 Commands: ``run`` supervises until SIGINT/SIGTERM (SIGHUP reloads the config),
-``check-config`` validates a file, ``logs`` reads the JSON log (``runtime.logcmd``). Exit codes:
+``check-config`` validates a file, ``logs`` reads the JSON log (``runtime.logcmd``), ``top``
+shows a running runtime from its metrics endpoint (``runtime.top``). Exit codes:
 0 success, 1 runtime failure, 2 bad usage or bad configuration. Heavy modules (the runtime
 itself, anyio) are imported by the command that needs them, so ``check-config`` starts fast.
 """
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     from .logcmd import add_logs_command  # here: logcmd reads the exit codes from this module
 
     add_logs_command(commands)
+    from .top import add_top_command
+
+    add_top_command(commands)
     return parser
 
 
