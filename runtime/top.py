@@ -196,19 +196,27 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
 
+def _runtime_cpu(scrape: Scrape) -> str:
+    """The runtime's process and workers as % of the machine (psutil gives % of one core)."""
+    own = [scrape.value(n) for n in ("process_cpu_percent", "children_cpu_percent")]
+    cores = scrape.value("cpu_count_value")
+    if own[0] is None or not cores:
+        return "-"
+    return _percent(sum(v for v in own if v is not None) / cores)
+
+
 def _resources_line(scrape: Scrape) -> str:
-    rss = scrape.value("process_rss_bytes")
+    rss = [scrape.value(n) for n in ("process_rss_bytes", "children_rss_bytes")]
     budget = scrape.value("jarvis_budget_memory_bytes")
     lag = scrape.value("profiler_loop_lag_seconds")
-    memory = "-" if rss is None else f"{rss / 2**20:.0f} MB"
-    if rss is not None and budget:
+    memory = "-" if rss[0] is None else f"{sum(v for v in rss if v is not None) / 2**20:.0f} MB"
+    if rss[0] is not None and budget:
         memory += f" of {budget / 2**20:.0f} MB"
     return (
         f"resources  cpu {_percent(scrape.values('cpu_percent').get(()))}"
-        f" (runtime {_percent(scrape.value('process_cpu_percent'))}"
-        f" of {_percent(scrape.value('jarvis_budget_cpu_percent'))} budget)"
-        f"   memory {_percent(scrape.value('memory_percent'))}   runtime rss {memory}"
-        f"   loop lag {_ms(lag)}"
+        f" (runtime {_runtime_cpu(scrape)} of {_percent(scrape.value('jarvis_budget_cpu_percent'))}"
+        f" budget)   memory {_percent(scrape.value('memory_percent'))}"
+        f"   runtime rss {memory}   loop lag {_ms(lag)}"
     )
 
 

@@ -184,7 +184,8 @@ def test_frame_shows_cache_alerts_restarts_and_resources() -> None:
     assert "FIRING HighMemoryUsage {severity=warning}" in frame
     assert "PENDING HighCpuUsage" in frame
     assert "restarts   5 (scheduler 1, writer 4)   dead letters 3" in frame
-    assert "cpu 12.5% (runtime - of 20.0% budget)" in frame
+    assert "cpu 12.5% (runtime 20.0% of 20.0% budget)" in frame  # (30 + 10) / 2 cores
+    assert "runtime rss 100 MB of 2048 MB   loop lag 1.50 ms" in frame
 
 
 def test_a_class_over_its_target_is_marked_late() -> None:
