@@ -165,7 +165,7 @@ def _range_call(call: RangeCall) -> VectorFn:
         for series in matched.get(at.store):
             # Another selector may have computed this series' window this round already.
             aggregate = series.windows.get(window_ms)
-            if aggregate is not None and aggregate.current(series, t_ms):
+            if aggregate is not None and aggregate.t_ms == t_ms and not series.rewrites:
                 result = aggregate.results.get(function, _UNSET)
                 if result is _UNSET:
                     result = aggregate.compute(function, series)

@@ -60,14 +60,16 @@ class _ThresholdGroup:
             value = sample[2]
             if value != value:
                 continue  # NaN satisfies no comparison
-            start, stop = _satisfied(op, thresholds, value)
             if type(value) is Approximate:
                 low = _satisfied(op, thresholds, value - value.tolerance)
-                high = _satisfied(op, thresholds, value + value.tolerance)
-                if low != high:  # a threshold is too close to call: use the exact value
+                if low == _satisfied(op, thresholds, value + value.tolerance):
+                    start, stop = low  # no threshold within the tolerance: settled
+                else:  # a threshold is too close to call: use the exact value
                     value = value.exact()
                     sample = (sample[0], sample[1], value)
                     start, stop = _satisfied(op, thresholds, value)
+            else:
+                start, stop = _satisfied(op, thresholds, value)
             for index in indices[start:stop]:
                 found = results.get(index)
                 if found is None:

@@ -289,42 +289,51 @@ class WindowAggregate:
         count = len(self._indices)
         if count == 0:
             return None
-        assert self.t_ms is not None
-        t_ms, window_ms, base, values = self.t_ms, self.window_ms, series.base, series.values
-
-        def samples() -> tuple[list[int], list[float]]:
-            return series.window(t_ms, window_ms)
-
         if function in ("rate", "increase"):
-            if count < 2:
-                return None
-            if self._nonfinite or self._resets:
-                times, window = samples()
-                return extrapolated_rate(
-                    times, window, t_ms - window_ms, t_ms, window_ms, function == "rate"
-                )
-            first, last = self._indices[0] - base, self._indices[-1] - base
-            first_value, last_value = values[first], values[last]
-            assert first_value is not None and last_value is not None
-            return extrapolate(
-                last_value - first_value, series.times[first], series.times[last], first_value,
-                count, t_ms - window_ms, t_ms, window_ms, function == "rate",
-            )  # fmt: skip
+            return self._rate(series, count, function == "rate")
         if self._nonfinite:
             over = {"avg_over_time": avg_over_time, "max_over_time": max_over_time}
-            return (over.get(function) or min_over_time)(samples()[1])
+            return (over.get(function) or min_over_time)(self._samples(series)[1])
         if function == "avg_over_time":
             # The running sums drift by at most a few units in the last place of their size
             # per update, and the exact mean lies within the same order of the true one.
             tolerance = 4 * (count + _RESUM_EVERY + 2) * _EPSILON * self._magnitude
-            return Approximate(self._total / count, tolerance, lambda: avg_over_time(samples()[1]))
+            t_ms, window_ms = self.t_ms, self.window_ms  # this window, even once it moves on
+            assert t_ms is not None
+            return Approximate(
+                self._total / count,
+                tolerance,
+                lambda: avg_over_time(series.window(t_ms, window_ms)[1]),
+            )
         if not self._extremes:  # asked for the first time: keep the deques from now on
             self._extremes = True
             self._rebuild(series)
+        values, base = series.values, series.base
         largest = values[self._max[0] - base]
         smallest = values[self._min[0] - base]
         assert largest is not None and smallest is not None
         return largest if function == "max_over_time" else smallest
+
+    def _rate(self, series: Series, count: int, is_rate: bool) -> float | None:
+        if count < 2:
+            return None
+        assert self.t_ms is not None
+        start_ms, end_ms = self.t_ms - self.window_ms, self.t_ms
+        if self._nonfinite or self._resets:
+            times, values = self._samples(series)
+            return extrapolated_rate(times, values, start_ms, end_ms, self.window_ms, is_rate)
+        first, last = self._indices[0] - series.base, self._indices[-1] - series.base
+        first_value, last_value = series.values[first], series.values[last]
+        assert first_value is not None and last_value is not None
+        return extrapolate(
+            last_value - first_value, series.times[first], series.times[last], first_value,
+            count, start_ms, end_ms, self.window_ms, is_rate,
+        )  # fmt: skip
+
+    def _samples(self, series: Series) -> tuple[list[int], list[float]]:
+        """The window's samples as they stand in the series (for the exact computations)."""
+        assert self.t_ms is not None
+        return series.window(self.t_ms, self.window_ms)
 
     def _rebuild(self, series: Series) -> None:
         """Aggregate the current window again from its samples."""

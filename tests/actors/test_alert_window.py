@@ -132,3 +132,15 @@ def test_a_number_first_comparison_is_grouped_with_the_flipped_operator() -> Non
     assert [(a.rule.name, a.labels["device"]) for a in group.alerts("firing")] == [
         ("First", "b"), ("Second", "b"),
     ]  # fmt: skip
+
+
+def test_an_approximate_mean_stays_the_mean_of_its_own_window() -> None:
+    """Made exact after the window moved on, a mean is still the one of its own window."""
+    store = load_series()
+    series = store.family("load1")[()]
+    earlier = over_time("avg_over_time", series, 180_000, 180_000)
+    store.append("load1", 240_000, 100.0)
+    later = over_time("avg_over_time", series, 240_000, 180_000)
+    assert type(earlier) is Approximate and type(later) is Approximate
+    assert exact(later) == avg_over_time([6.2, 6.1, 4.6, 100.0])
+    assert exact(earlier) == 5.574999999999999
