@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from actors.sampler import Sampler
     from actors.scheduler import Scheduler, TaskHandle
 
+    from .exporter import MetricsExporter
+
 __all__ = ["Runtime", "RuntimeStatistics"]
 
 ServiceFactory = Callable[[Config, ActorContext], Service]
@@ -120,6 +122,7 @@ class Runtime:
         )
         self._supervisor = _root_supervisor(self._config, self._context)
         self._services: dict[str, Service] = {}
+        self._exporter: MetricsExporter | None = None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> Runtime:
@@ -141,14 +144,33 @@ class Runtime:
         except BaseException:
             await self._close_logs()
             raise
+        try:
+            self._exporter = await self._start_exporter()
+        except BaseException:
+            await self._supervisor.__aexit__(None, None, None)
+            await self._close_logs()
+            raise
         self._started_at = self._clock.now()
         self._log.info(
             "runtime started", name=self._config.runtime.name, services=sorted(self._services)
         )
         return self
 
+    async def _start_exporter(self) -> MetricsExporter | None:
+        """Serve /metrics when metrics.prometheus.enabled; raises ConfigError if it cannot bind."""
+        if not self._config.metrics.prometheus.enabled:
+            return None
+        from .exporter import MetricsExporter  # lazy: prometheus_client takes ~75 ms to import
+
+        exporter = MetricsExporter(self)
+        await exporter.start()
+        return exporter
+
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         try:
+            if self._exporter is not None:
+                exporter, self._exporter = self._exporter, None
+                await exporter.aclose()
             return await self._supervisor.__aexit__(*exc_info)
         finally:
             self._events.close()
@@ -195,6 +217,11 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return self._dead_letters
+
+    @property
+    def exporter(self) -> MetricsExporter | None:
+        """The Prometheus endpoint while it runs (``.url``, ``.port``), else ``None``."""
+        return self._exporter
 
     @property
     def metrics(self) -> MetricsRegistry:

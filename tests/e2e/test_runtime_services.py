@@ -87,3 +87,45 @@ async def test_sampler_publishes_samples_and_gauges(tmp_path: Path) -> None:
         latest = rt.sampler.latest()
         assert latest is not None and latest.timestamp >= sample.timestamp
         assert rt.metrics.get("memory_percent") is not None
+
+
+async def test_runtime_serves_metrics_when_enabled(tmp_path: Path) -> None:
+    """metrics.prometheus.enabled starts /metrics on 127.0.0.1 with the runtime, and stops it."""
+    import urllib.request
+
+    import anyio
+
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(tmp_path) + "metrics: {prometheus: {enabled: true, port: 0}}\n")
+    async with Runtime.from_path(path) as rt:
+        exporter = rt.exporter
+        assert exporter is not None and exporter.url.startswith("http://127.0.0.1:")
+        await rt.submit(voice_turn, "hi", task_class="voice")
+        rt.metrics.set("stt_queue_depth", 4, device="kitchen")
+        body = await anyio.to_thread.run_sync(
+            lambda: urllib.request.urlopen(exporter.url, timeout=5).read().decode()
+        )
+        assert 'stt_queue_depth{device="kitchen"} 4.0' in body
+        url = exporter.url
+    assert rt.exporter is None
+    with pytest.raises(OSError):
+        await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=2))
+
+
+async def test_runtime_refuses_a_busy_metrics_port(tmp_path: Path) -> None:
+    """A metrics port already in use fails the start with ConfigError naming the key."""
+    import socket
+
+    from runtime import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            config_text(tmp_path) + f"metrics: {{prometheus: {{enabled: true, port: {port}}}}}\n"
+        )
+        with pytest.raises(ConfigError, match=r"\$\.metrics\.prometheus\.port"):
+            async with Runtime.from_path(path):
+                pass
