@@ -47,12 +47,12 @@ class EvaluatorActor(Actor):
     async def receive(self, message: Any) -> None:
         if message is not _TICK:
             raise TypeError(f"the evaluator takes no messages, got {message!r}")
-        try:
-            self._run_round()
-        finally:
-            self._schedule()
+        self._schedule()  # first: a slow round delays only itself, a failing one still ticks on
+        self._run_round()
 
     def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # one tick pending at most, even when a round is retried
         now_ms = self._now_ms()
         start_ms, interval_ms = self._grid
         if interval_ms != self._interval_ms():  # reloaded: a new grid from now

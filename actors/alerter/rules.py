@@ -11,8 +11,9 @@ Each evaluation of a rule at time ``t`` (``RuleState.step``), as Prometheus 2.42
   value and annotations of its last sample), then *resolves*.
 
 Times are integer milliseconds on the evaluator's monotonic clock. ``RuleGroup`` evaluates
-every rule at one instant and reports the transitions; sending, events and history are the
-service's business.
+every rule at one instant (through an ``EvaluationPlan``, which answers rules sharing a vector
+together) and steps only the rules with samples or alerts; it reports the transitions, and
+sending, events and history are the service's business.
 """
 
 from __future__ import annotations

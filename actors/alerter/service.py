@@ -268,8 +268,9 @@ class Alerter:
             lease_s=lease_s,
             generator_url=f"jarvis-runtime://{name}/alerts/",
         )
-        for kind in ("alertmanager", "webhook"):
-            if kind in self._refs:
+        sinks = {"alertmanager": section.alertmanager_url, "webhook": section.webhook_url}
+        for kind, url in sinks.items():
+            if url is not None:
                 self._offer(kind, batch)
 
     def _offer(self, target: str, message: object) -> None:

@@ -376,3 +376,94 @@ async def test_statistics_count_rounds_series_and_transitions(clock: FakeClock) 
     assert (stats.pending, stats.firing) == (0, 1)
     assert 0 < stats.last_evaluation_ms <= stats.max_evaluation_ms
     assert msgspec.json.decode(msgspec.json.encode(stats))["rules"] == 1
+
+
+async def test_a_retried_round_leaves_one_tick_pending(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that fails and is retried by the actor does not double the schedule: one round
+    per interval afterwards."""
+    context = context_for(clock)
+    context.retry = RetryPolicy(initial_s=0.1, max_s=0.1, retries=2)
+    alerter = Alerter(config_for([MEMORY]), context)
+    original = RuleGroup.evaluate
+    calls = {"n": 0}
+
+    def flaky(self: RuleGroup, t_ms: int) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("once")
+        return original(self, t_ms)
+
+    monkeypatch.setattr(RuleGroup, "evaluate", flaky)
+    async with alerter.running():
+        await clock.advance(5.0)
+    assert alerter.statistics().evaluations == 6  # 0 s, the retry of 1 s, then 2..5 s
+
+
+async def test_hand_outs_without_running_actors_go_to_the_dead_letters(clock: FakeClock) -> None:
+    """A round run while the Alerter's actors are stopped still updates the alerts; what it
+    would hand to the history, the sinks and recovery goes to the dead letters."""
+    rule = MEMORY | {"for": "0s", "recovery": ["collect_garbage"]}
+    config = config_for([rule], webhook_url="http://hook.invalid/")
+    context = context_for(clock)
+    alerter = Alerter(config, context)
+    metrics, _ = parts(alerter, context)
+    metrics.set("memory_percent", 99.0)
+    alerter.evaluate_now()
+    assert [a.state for a in alerter.active()] == ["firing"]
+    assert context.dead_letters is not None
+    assert sorted(d.source for d in context.dead_letters.entries()) == [
+        "alerts.history", "alerts.recovery", "alerts.webhook"
+    ]  # fmt: skip
+    assert context.dead_letters.by_reason == {"actor_stopped": 3}
+
+
+async def test_flush_gives_up_after_its_timeout(clock: FakeClock) -> None:
+    """flush() raises TimeoutError when a sink stays busy past timeout_s."""
+    release = anyio.Event()
+
+    async def hang(url: str, body: bytes, timeout_s: float) -> int:
+        await release.wait()
+        return 200
+
+    context = context_for(clock)
+    alerter = Alerter(config_for([MEMORY | {"for": "0s"}], webhook_url="http://h.invalid/"),
+                      context, sink_post=hang)  # fmt: skip
+    metrics, _ = parts(alerter, context)
+    async with alerter.running(), anyio.create_task_group() as tg:
+        metrics.set("memory_percent", 99.0)
+        await clock.advance(0)
+        outcome: list[BaseException] = []
+
+        async def flush() -> None:
+            try:
+                await alerter.flush(timeout_s=2.0)
+            except TimeoutError as exc:
+                outcome.append(exc)
+
+        tg.start_soon(flush)
+        await clock.advance(2.0)
+        assert len(outcome) == 1
+        release.set()
+
+
+async def test_the_actors_refuse_messages_they_do_not_know(clock: FakeClock) -> None:
+    """Each of the Alerter's actors raises TypeError for a message that is not its own."""
+    alerter = Alerter(config_for([MEMORY], webhook_url="http://h.invalid/"), context_for(clock))
+    async with alerter.running():
+        for name in ("history", "recovery", "webhook", "evaluator"):
+            with pytest.raises(TypeError, match=r"got 'nonsense'|got str"):
+                await alerter._refs[name].ask("nonsense")
+            await clock.advance(1.0)  # its supervisor restarts it after a backoff
+
+
+async def test_a_history_file_that_cannot_be_opened(clock: FakeClock, tmp_path: Path) -> None:
+    """A history path SQLite cannot open fails the history's requests, not the evaluation."""
+    context = context_for(clock)
+    alerter = Alerter(config_for([MEMORY], history_path=str(tmp_path)), context)
+    async with alerter.running():
+        with pytest.raises(sqlite3.OperationalError):
+            await alerter.history()
+        await clock.advance(2.0)
+    assert alerter.statistics().evaluations == 3
