@@ -15,17 +15,19 @@ by a number on either side; ``and``, ``or`` and ``unless`` combine vectors, matc
 label but the name unless ``on(...)`` or ``ignoring(...)`` says otherwise. Precedence follows
 PromQL: comparisons bind tightest, then ``and``/``unless``, then ``or``; parentheses group.
 
-The tree is made of frozen dataclasses, so equal subexpressions compare (and hash) equal: the
-evaluator shares their work between rules. This module imports only the standard library: the
-config validator loads it to report a bad expression as a config error.
+The tree is made of frozen msgspec Structs, so equal subexpressions compare (and hash) equal:
+the evaluator shares their work between rules. This module imports only the standard library
+and msgspec (which the config already uses): the config validator loads it to report a bad
+expression as a config error.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, NamedTuple, TypeAlias, get_args
+
+import msgspec
 
 __all__ = [
     "Compare",
@@ -50,15 +52,13 @@ COMPARE_OPS: tuple[str, ...] = get_args(CompareOp)
 RANGE_FUNCTIONS: tuple[str, ...] = get_args(RangeFunction)
 
 
-@dataclass(frozen=True, slots=True)
-class Number:
+class Number(msgspec.Struct, frozen=True):
     """A number literal (only valid as one side of a comparison)."""
 
     value: float
 
 
-@dataclass(frozen=True, slots=True)
-class Matcher:
+class Matcher(msgspec.Struct, frozen=True):
     """A label matcher; a missing label matches as the empty string, as in PromQL."""
 
     label: str
@@ -66,16 +66,14 @@ class Matcher:
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class Selector:
+class Selector(msgspec.Struct, frozen=True):
     """Every series of metric ``name`` whose labels satisfy all ``matchers``."""
 
     name: str
     matchers: tuple[Matcher, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RangeCall:
+class RangeCall(msgspec.Struct, frozen=True):
     """``function(selector[window])``: one value per series from its samples in the window."""
 
     function: RangeFunction
@@ -83,8 +81,7 @@ class RangeCall:
     window_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Compare:
+class Compare(msgspec.Struct, frozen=True):
     """Keep the samples of ``vector`` for which ``value op threshold`` holds.
 
     ``number_first`` is ``5 < x``: the comparison reads ``threshold op value`` then, and the
@@ -97,8 +94,7 @@ class Compare:
     number_first: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SetOp:
+class SetOp(msgspec.Struct, frozen=True):
     """``left and|or|unless right``, matched on ``on`` labels, or on all but ``ignoring``."""
 
     op: SetOperator
