@@ -9,9 +9,11 @@ keeps the history in an in-memory database (gone when the actor stops).
 from __future__ import annotations
 
 import math
+import sqlite3
 from typing import Any
 
 import aiosqlite
+import anyio
 import msgspec
 
 from runtime.actor import Actor
@@ -70,6 +72,10 @@ async def open_history(path: str | None) -> aiosqlite.Connection:
 
     Raises ``sqlite3.Error`` or ``OSError`` when the file cannot be opened or created.
     """
+    if path is not None:
+        # Open the file once here first: a path SQLite cannot open fails in this thread, not
+        # in aiosqlite's, whose failure path calls back into the loop after it may be closed.
+        await anyio.to_thread.run_sync(_probe, path)
     db = await aiosqlite.connect(path if path is not None else ":memory:")
     try:
         if path is not None:
@@ -80,6 +86,10 @@ async def open_history(path: str | None) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
 
 
 class HistoryActor(Actor):
