@@ -30,6 +30,7 @@ from .service import Service
 from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
 
 if TYPE_CHECKING:
+    from actors.alerter import Alerter
     from actors.profiler import Profiler
     from actors.sampler import Sampler
     from actors.scheduler import Scheduler, TaskHandle
@@ -53,6 +54,12 @@ def _sampler(config: Config, context: ActorContext) -> Service:
     return Sampler(config, context)
 
 
+def _alerter(config: Config, context: ActorContext) -> Service:
+    from actors.alerter import Alerter
+
+    return Alerter(config, context)
+
+
 def _profiler(config: Config, context: ActorContext) -> Service:
     from actors.profiler import Profiler
 
@@ -66,6 +73,7 @@ SERVICES: dict[str, ServiceFactory] = {
     "profiler": _profiler,  # first: it watches the loop while the others start
     "sampler": _sampler,
     "scheduler": _scheduler,
+    "alerts": _alerter,  # last: its rules read what the others measure
 }
 
 # Config paths the Runtime itself applies live on reload.
@@ -295,6 +303,11 @@ class Runtime:
     def sampler(self) -> Sampler:
         """The Sampler: ``rt.sampler.latest()``, ``async for s in rt.sampler.subscribe()``."""
         return cast("Sampler", self._service("sampler"))
+
+    @property
+    def alerts(self) -> Alerter:
+        """The Alerter: ``rt.alerts.active()``, ``async for e in rt.alerts.subscribe()``."""
+        return cast("Alerter", self._service("alerts"))
 
     @property
     def profiler(self) -> Profiler:

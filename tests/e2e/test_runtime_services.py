@@ -129,3 +129,28 @@ async def test_runtime_refuses_a_busy_metrics_port(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"\$\.metrics\.prometheus\.port"):
             async with Runtime.from_path(path):
                 pass
+
+
+async def test_alert_rule_fires_on_a_custom_gauge(tmp_path: Path) -> None:
+    """A rule over a gauge set through rt.metrics fires, shows in rt.alerts and is published."""
+    from runtime.events import AlertFiring
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        config_text(tmp_path)
+        + "alerts:\n"
+        + "  evaluation_interval_ms: 20\n"
+        + f"  history_path: {tmp_path / 'alerts.db'}\n"
+        + "  rules:\n"
+        + "    - {name: SttBacklog, expr: 'stt_queue_depth > 3', labels: {severity: page},\n"
+        + "       annotations: {summary: 'queue at {{ $value }}'}}\n"
+    )
+    async with Runtime.from_path(path) as rt:
+        with rt.alerts.subscribe() as events:
+            rt.metrics.set("stt_queue_depth", 4, device="kitchen")
+            async for event in events:
+                if isinstance(event, AlertFiring):
+                    break
+        assert event.name == "SttBacklog" and event.labels["device"] == "kitchen"
+        assert event.annotations["summary"] == "queue at 4"
+        assert [a.name for a in rt.alerts.active()] == ["SttBacklog"]
