@@ -162,10 +162,10 @@ def check_alerts(alerts: AlertSection) -> Found:
 
 def _check_rule_syntax(rule: AlertRule, index: int) -> Found:
     """The rule's expression and templates, parsed as the Alerter will parse them."""
-    # The parsers live with the Alerter; they import only the standard library, so loading
-    # them here keeps config validation light and checks exactly what will run.
-    from actors.alerter.expr import parse_expr
-    from actors.alerter.template import Template
+    # The rule language belongs to the configuration (the kernel), so the check here is the
+    # very parser the Alerter runs; imported on use to keep check-config's start light.
+    from .alertexpr import parse_expr
+    from .alerttemplate import Template
 
     try:
         parse_expr(rule.expr)

@@ -18,9 +18,9 @@ import operator
 import re
 from collections.abc import Callable
 
+from runtime.alertexpr import Compare, Expr, Matcher, Number, RangeCall, Selector, SetOp
 from runtime.metrics import Labels
 
-from .expr import Compare, Expr, Matcher, Number, RangeCall, Selector, SetOp
 from .series import DEFAULT_LOOKBACK_MS, Series, SeriesStore
 from .window import Approximate, over_time
 

@@ -16,8 +16,9 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from runtime.alertexpr import Compare, RangeCall, Selector
+
 from .evaluate import Compiler, Instant, Vector, VectorFn
-from .expr import Compare, RangeCall, Selector
 from .window import Approximate
 
 if TYPE_CHECKING:

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import msgspec
 
+from runtime.alertexpr import parse_expr
+from runtime.alerttemplate import Template
+
 from .evaluate import Compiler, Instant, Vector, VectorFn, VSample
-from .expr import parse_expr
 from .plan import EvaluationPlan
 from .series import DEFAULT_LOOKBACK_MS, SeriesStore
-from .template import Template
 from .window import exact
 
 if TYPE_CHECKING:

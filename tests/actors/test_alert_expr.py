@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from actors.alerter.expr import (
+from runtime.alertexpr import (
     Compare,
     Matcher,
     RangeCall,
@@ -17,7 +17,7 @@ from actors.alerter.expr import (
     parse_expr,
     selectors,
 )
-from actors.alerter.template import Template, format_go_float, go_printf, humanize
+from runtime.alerttemplate import Template, format_go_float, go_printf, humanize
 from runtime.config import parse_config
 from runtime.exceptions import ConfigError
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from actors.alerter.evaluate import Compiler, Instant
-from actors.alerter.expr import parse_expr
 from actors.alerter.rules import RuleGroup
 from actors.alerter.series import STALE, Series, SeriesStore
 from actors.alerter.window import avg_over_time, extrapolated_rate
+from runtime.alertexpr import parse_expr
 from runtime.clock import FakeClock
 from runtime.config import AlertRule
 from runtime.metrics import MetricsRegistry

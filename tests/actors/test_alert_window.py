@@ -9,7 +9,6 @@ import random
 import pytest
 
 from actors.alerter.evaluate import Compiler, Instant
-from actors.alerter.expr import parse_expr
 from actors.alerter.rules import RuleGroup
 from actors.alerter.series import STALE, Series, SeriesStore
 from actors.alerter.window import (
@@ -21,6 +20,7 @@ from actors.alerter.window import (
     min_over_time,
     over_time,
 )
+from runtime.alertexpr import parse_expr
 from runtime.config import AlertRule
 
 FUNCTIONS = ("avg_over_time", "max_over_time", "min_over_time", "rate", "increase")

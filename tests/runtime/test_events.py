@@ -45,8 +45,14 @@ SAMPLES: list[Event] = [
     events.TaskQueued(**STAMP, task_id=7, task_class="voice", priority=1, deadline_s=1.0),
     events.TaskStarted(**STAMP, task_id="t-7", task_class="voice", queue_wait_s=0.002),
     events.TaskFinished(
-        **STAMP, task_id=7, task_class="voice", queue_wait_s=0.002, run_s=0.3, ok=False,
-        error="OSError: down", plugin="weather",
+        **STAMP,
+        task_id=7,
+        task_class="voice",
+        queue_wait_s=0.002,
+        run_s=0.3,
+        ok=False,
+        error="OSError: down",
+        plugin="weather",
     ),
     events.DeadlineMissed(**STAMP, task_id=7, task_class="voice", deadline_s=1.0, late_by_s=0.2),
     events.QuotaExceeded(**STAMP, plugin="weather", quota="rate", measured=5, limit=2),
@@ -102,8 +108,9 @@ def test_decode_rejects_unknown_types_and_bad_fields() -> None:
     with pytest.raises(msgspec.ValidationError, match="Invalid value 'Nope'"):
         decode_event(b'{"type": "Nope", "at": 0, "actor": "x"}')
     with pytest.raises(msgspec.ValidationError, match=r"\$\.restarts"):
-        decode_event(b'{"type":"ActorCrashed","at":0,"actor":"x","name":"a","error":"e",'
-                     b'"restarts":"two"}')
+        decode_event(
+            b'{"type":"ActorCrashed","at":0,"actor":"x","name":"a","error":"e","restarts":"two"}'
+        )
 
 
 def test_decode_rejects_non_json() -> None:
@@ -355,8 +362,14 @@ async def test_dropped_total_survives_unsubscribing(clock: FakeClock) -> None:
     assert bus.statistics().dropped == 1
 
 
-@pytest.mark.parametrize("bad", [TaskFinished(at=0, actor="x", task_id=1, task_class="c",
-                                              queue_wait_s=0, run_s=0, ok=True), int, "CacheHit"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        TaskFinished(at=0, actor="x", task_id=1, task_class="c", queue_wait_s=0, run_s=0, ok=True),
+        int,
+        "CacheHit",
+    ],
+)
 async def test_subscribe_rejects_what_is_not_an_event_type(clock: FakeClock, bad: Any) -> None:
     """Subscribing to something other than an Event subclass raises TypeError naming it."""
     bus = EventBus(clock=clock)

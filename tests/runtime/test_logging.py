@@ -162,8 +162,10 @@ def test_level_filters_lower_events(log_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"level": "loud"}, "level must be one of debug, info, warning, error, critical; "
-                            "got 'loud'"),
+        (
+            {"level": "loud"},
+            "level must be one of debug, info, warning, error, critical; got 'loud'",
+        ),
         ({"max_bytes": 0}, "max_bytes must be > 0; got 0"),
         ({"backups": -1}, "backups must be >= 0; got -1"),
     ],
@@ -264,8 +266,20 @@ def test_exc_info_may_be_an_exception_instance(log_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["password", "DB_PASSWORD", "access_token", "apiKey", "APIKEY", "X-Api-Key", "api_key",
-     "Authorization", "client_secret", "secret", "passwd", "private_key"],
+    [
+        "password",
+        "DB_PASSWORD",
+        "access_token",
+        "apiKey",
+        "APIKEY",
+        "X-Api-Key",
+        "api_key",
+        "Authorization",
+        "client_secret",
+        "secret",
+        "passwd",
+        "private_key",
+    ],
 )
 def test_secret_looking_keys_are_recognised(key: str) -> None:
     """Keys naming credentials are secret, whatever their case or separator."""
@@ -281,8 +295,13 @@ def test_ordinary_keys_are_not_secret(key: str) -> None:
 def test_redaction_covers_top_level_and_nested_dicts_without_editing_them() -> None:
     """Secret values become *** at the top level and inside dicts and lists; inputs stay intact."""
     headers = {"Authorization": "Bearer abc", "Accept": "json"}
-    event = {"event": "call", "password": "hunter2", "request": {"headers": headers},
-             "items": [{"token": "t"}], "max_tokens": 3}
+    event = {
+        "event": "call",
+        "password": "hunter2",
+        "request": {"headers": headers},
+        "items": [{"token": "t"}],
+        "max_tokens": 3,
+    }
     out = redact_secrets(None, "info", event)
     assert out["password"] == "***"
     assert out["request"] == {"headers": {"Authorization": "***", "Accept": "json"}}

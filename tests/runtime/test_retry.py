@@ -263,7 +263,11 @@ async def test_send_with_retry_succeeds_once_a_consumer_makes_room(clock: FakeCl
 
     async def sender() -> None:
         outcome["sent"] = await send_with_retry(
-            channel, "second", policy=POLICY, clock=clock, dead_letters=dead,
+            channel,
+            "second",
+            policy=POLICY,
+            clock=clock,
+            dead_letters=dead,
             rng=UpperBoundRandom(),
         )
 
@@ -288,8 +292,13 @@ async def test_send_with_retry_dead_letters_after_the_last_retry(clock: FakeCloc
 
     async def sender() -> None:
         outcome["sent"] = await send_with_retry(
-            channel, {"n": 1}, policy=POLICY, clock=clock, dead_letters=dead,
-            source="sampler", rng=UpperBoundRandom(),
+            channel,
+            {"n": 1},
+            policy=POLICY,
+            clock=clock,
+            dead_letters=dead,
+            source="sampler",
+            rng=UpperBoundRandom(),
         )
 
     async with anyio.create_task_group() as tg:
