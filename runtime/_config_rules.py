@@ -101,12 +101,19 @@ def check_tier(tier: TierConfig) -> Found:
     in_memory = backend in ("memory", "compressed")
     if in_memory and tier.max_entries is None and tier.max_bytes is None:
         yield ("max_entries",), "a memory tier needs max_entries or max_bytes, or it never evicts"
+    if tier.write == "behind" and backend != "sqlite":
+        yield ("write",), f"'behind' is for backend 'sqlite' only, not {backend!r}; use 'through'"
 
 
 def check_cache(cache: CacheSection) -> Found:
-    """Tier names are unique; an enabled cache has a tier to store in."""
+    """Tier names are unique; an enabled cache has a tier to store in; a write-behind flush
+    fits in the writes allowed to wait."""
     if cache.enabled and not cache.tiers:
         yield ("tiers",), "an enabled cache needs at least one tier"
+    behind = cache.write_behind
+    if behind.max_pending < behind.batch:
+        message = f"{behind.max_pending} is less than batch ({behind.batch}); raise it"
+        yield ("write_behind", "max_pending"), message
     seen: set[str] = set()
     for index, tier in enumerate(cache.tiers):
         if tier.name in seen:

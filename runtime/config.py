@@ -44,6 +44,7 @@ __all__ = [
     "ProfilerSection",
     "PrometheusConfig",
     "QuotaSection",
+    "RedisConfig",
     "RestartSection",
     "RetrySection",
     "RuntimeSection",
@@ -52,6 +53,7 @@ __all__ = [
     "SchedulerSection",
     "TaskClassConfig",
     "TierConfig",
+    "WriteBehindConfig",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -236,10 +238,12 @@ class ProfilerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 
 class NamespaceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A cache namespace's own lifetimes (None: the tier's TTL applies / no negative caching)."""
+    """A cache namespace's own lifetimes (None: the tier's TTL applies / no negative caching /
+    nothing served past its TTL)."""
 
     ttl_s: PosFloat | None = None
     negative_ttl_s: PosFloat | None = None
+    stale_s: PosFloat | None = None
 
 
 def _default_namespaces() -> dict[str, NamespaceConfig]:
@@ -272,14 +276,38 @@ def _default_tiers() -> list[TierConfig]:
             ttl_s=3600.0,
             tti_s=1800.0,
         ),
-        TierConfig(name="l3", backend="sqlite", path="var/cache.db"),
+        TierConfig(name="l3", backend="sqlite", path="var/cache.db", write="behind"),
     ]
 
 
+class WriteBehindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How tiers with ``write: behind`` batch their writes."""
+
+    interval_ms: PosInt = 500
+    batch: PosInt = 256
+    max_pending: PosInt = 4096
+
+
+class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How redis tiers name their keys, how long a call may take, and when an unreachable server
+    is tried again (a circuit breaker)."""
+
+    key_prefix: NonEmptyStr = "jarvis:cache:"
+    timeout_ms: PosInt = 250
+    failure_threshold: PosInt = 3
+    reset_timeout_s: PosFloat = 5.0
+
+
 class CacheSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The tiered cache: namespaces and tiers (read in order, L1 first)."""
+    """The tiered cache: namespaces and tiers (read in order, L1 first), how often expired
+    entries are swept, how compressed tiers compress, how write-behind tiers batch, and how
+    redis tiers behave."""
 
     enabled: bool = True
+    sweep_interval_s: PosFloat = 60.0
+    compression_level: Annotated[int, msgspec.Meta(ge=1, le=9)] = 1
+    write_behind: WriteBehindConfig = msgspec.field(default_factory=WriteBehindConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     namespaces: dict[Name, NamespaceConfig] = msgspec.field(default_factory=_default_namespaces)
     tiers: list[TierConfig] = msgspec.field(default_factory=_default_tiers)
 
