@@ -268,7 +268,6 @@ class TinyLFUPolicy(Generic[K]):
         "_protected",
         "_protected_max",
         "_random",
-        "_seed",
         "_sketch",
         "_window",
         "_window_max",
@@ -285,7 +284,6 @@ class TinyLFUPolicy(Generic[K]):
         self._capacity = _check_capacity(capacity)
         if not 0.0 <= window_fraction <= 1.0:
             raise ValueError(f"window_fraction must be within [0, 1], got {window_fraction!r}")
-        self._seed = seed
         self._random = random.Random(seed)
         self._sketch = FrequencySketch(capacity, seed=seed)
         self._window: OrderedDict[K, None] = OrderedDict()  # each segment: least recent first
@@ -348,16 +346,15 @@ class TinyLFUPolicy(Generic[K]):
         return False
 
     def resize(self, capacity: int) -> list[K]:
-        """Change the capacity, keeping the learned window fraction; returns the evicted keys.
+        """Change the capacity; returns the evicted keys. The learned window fraction and the
+        frequency history stay; the climber starts over.
 
         Evicts from probation first (the coldest segment), then protected, then the window.
         Raises ``ValueError`` if ``capacity`` < 1.
         """
         fraction = self._window_max / self._capacity
         self._capacity = _check_capacity(capacity)
-        if self._sketch.width < FrequencySketch(capacity).width:
-            self._sketch = FrequencySketch(capacity, seed=self._seed)  # grow: history is lost
-        self._sketch.sample_size = FrequencySketch(capacity).sample_size
+        self._sketch.resize(capacity)
         if self._climber is not None:
             self._climber = WindowClimber(capacity)
         self._window_max = min(capacity, max(1, round(capacity * fraction)))

@@ -115,6 +115,21 @@ class FrequencySketch:
         row0, row1, row2, row3 = self._rows
         return min(row0[a], row1[b], row2[c], row3[(c + step) & mask])
 
+    def resize(self, capacity: int) -> None:
+        """Serve a cache of ``capacity`` entries from now on; every estimate is kept.
+
+        The aging period follows the capacity. Rows widen when the capacity needs it (each row
+        repeated: with power-of-two widths a key's new slots hold its old counts) but never
+        narrow, which would cost a pass over every counter. Raises ``ValueError`` if < 1.
+        """
+        _check_capacity(capacity)
+        width = _table_width(capacity)
+        if width > self.width:
+            repeats = width // self.width
+            self._rows = [row * repeats for row in self._rows]
+            self._mask = width - 1
+        self.sample_size = _SAMPLE_FACTOR * capacity
+
     def age(self) -> None:
         """Halve every counter (and the addition count), forgetting old popularity."""
         self._rows = [row.translate(_HALVE) for row in self._rows]

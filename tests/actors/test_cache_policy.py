@@ -201,14 +201,16 @@ def test_lru_resize_evicts_least_recent_first() -> None:
     assert policy.resize(2) == ["b", "c"]
 
 
-def test_tinylfu_resize_keeps_window_fraction_and_grows_sketch() -> None:
-    """W-TinyLFU's resize scales the window with the capacity and widens the sketch to fit."""
+def test_tinylfu_resize_keeps_window_fraction_and_history() -> None:
+    """W-TinyLFU's resize scales the window with the capacity, widens the sketch to fit the
+    new capacity and keeps what the sketch knew."""
     policy = TinyLFUPolicy[int](1000, window_fraction=0.2, adaptive=False)
-    admit_all(policy, range(1000))
+    replay(policy, [*range(1000), *[7] * 9])
     policy.resize(100)
     assert policy.window_capacity == 20
     policy.resize(100_000)
-    assert policy.sketch.width >= 100_000
+    assert policy.sketch.width >= 100_000 and policy.sketch.sample_size == 1_000_000
+    assert policy.sketch.estimate(7) >= 10
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -377,6 +379,27 @@ def test_sketch_ages_after_sample_size_additions() -> None:
     sketch.increment("a")  # the hundredth addition
     assert sketch.resets == 1 and sketch.additions == 50
     assert sketch.estimate("a") == (before + 1) // 2
+
+
+def test_sketch_resize_keeps_every_estimate() -> None:
+    """Growing the sketch widens its rows without changing an estimate; shrinking keeps them."""
+    sketch = FrequencySketch(16, seed=2)
+    rng = random.Random(2)
+    for _ in range(150):
+        sketch.increment(rng.randrange(60))
+    before = {k: sketch.estimate(k) for k in range(60)}
+    sketch.resize(1000)
+    assert sketch.width == 4096 and sketch.sample_size == 10_000
+    assert {k: sketch.estimate(k) for k in range(60)} == before
+    sketch.resize(10)
+    assert sketch.width == 4096 and sketch.sample_size == 100
+    assert {k: sketch.estimate(k) for k in range(60)} == before
+
+
+def test_sketch_resize_rejects_capacity_below_one() -> None:
+    """Resizing a sketch to a capacity below 1 raises ValueError naming the parameter."""
+    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+        FrequencySketch(10).resize(0)
 
 
 def test_sketch_age_halves_each_estimate() -> None:
