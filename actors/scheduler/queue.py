@@ -15,13 +15,15 @@ holds it back) and the executor has a slot that no other class has reserved: a c
 ``reserved`` slots in its own executor stay free for it until it uses them, so urgent classes
 find a slot even when background work fills everything else.
 
-Admission and shedding. ``enqueue`` refuses (``Overloaded``) when the class's queue is full,
-when the task is background work (a class without a deadline) and load is being shed, and when
-the task would have to wait and the estimate from the queue ahead and the class's recent run
-time says its deadline cannot be met. Load is shed when the service reports overload (CPU or
-loop lag) and, per executor, while urgent work waits there for a slot: ``shed`` then hands back
-the queued background tasks to refuse, lowest classes first (under slot pressure, only those
-that have not aged ahead of the waiting urgent work).
+Admission and shedding. ``enqueue`` refuses (``Overloaded``) when the class's queue is full, when
+the task is background work (a class without a deadline) and load is being shed, and when the task
+would have to wait and the estimate from the queue ahead and the class's recent run time says its
+deadline cannot be met, or, for a class without a deadline that ages, that it would wait longer than
+its aging bound (``aging_ms``) for a slot: under sustained overload the queue of such a class stays
+as short as its promise, instead of growing without end. Load is shed when the service reports
+overload (CPU or loop lag) and, per executor, while urgent work waits there for a slot: ``shed``
+then hands back the queued background tasks to refuse, lowest classes first (under slot pressure,
+only those that have not aged ahead of the waiting urgent work).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .task import Executor, Task
 __all__ = ["EXECUTORS", "DispatchQueue", "check_slots"]
 
 _INF = math.inf
+_WAIT_HEADROOM = 0.5  # the share of its aging bound a new task may expect to wait
 
 
 class DispatchQueue:
@@ -115,6 +118,8 @@ class DispatchQueue:
             )
         if task.deadline_s is not None and run_estimate_s is not None:
             self._check_deadline(state, task, run_estimate_s)
+        elif task.deadline_s is None and config.aging_ms is not None:
+            self._check_wait(state, task, run_estimate_s)
         task.state = "queued"
         state.lanes[task.run_in].push(task)
 
@@ -136,6 +141,37 @@ class DispatchQueue:
                 f"task_class {state.name!r} cannot meet deadline {task.deadline_s:.3f}s: "
                 f"~{expected_s:.3f}s expected ({ahead} ahead, {run_estimate_s:.3f}s per task, "
                 f"{width} at once); retry later or give it a longer deadline"
+            )
+
+    def _check_wait(self, state: ClassState, task: Task, run_estimate_s: float | None) -> None:
+        """Refuse a task without a deadline that, by the estimate, would wait longer than its
+        class's aging bound (``aging_ms``) before it starts. With no run time measured yet
+        (``None``), only one round of tasks may wait beyond those running: a burst at start
+        would otherwise queue without bound before the first runs end (it did, with a 2.5 s
+        backlog, in bench/scheduler.py)."""
+        width = max(1, min(state.limit, self._slots[task.run_in]))
+        ahead = state.queued + state.running
+        if ahead < width:
+            return
+        assert state.config.aging_ms is not None
+        bound_s = state.config.aging_ms / 1000
+        if run_estimate_s is None:
+            if ahead < 2 * width:
+                return
+            raise Overloaded(
+                f"task_class {state.name!r} has {ahead} tasks ahead ({width} at once) and no "
+                f"run time measured yet to keep its wait within its aging bound "
+                f"({bound_s:.3f}s: aging_ms); retry later"
+            )
+        # Pessimistic by part of a run, as above: the tasks running now are partly done. Half
+        # the bound, so that the wait stays within it when runs turn out up to twice as slow as
+        # the recent mean (other programs taking the CPU): a task let in cannot be taken back.
+        expected_s = run_estimate_s * (ahead // width)
+        if expected_s > bound_s * _WAIT_HEADROOM:
+            raise Overloaded(
+                f"task_class {state.name!r} would wait ~{expected_s:.3f}s for a slot, too close "
+                f"to its aging bound ({bound_s:.3f}s: aging_ms) ({ahead} ahead, "
+                f"{run_estimate_s:.3f}s per task, {width} at once); retry later"
             )
 
     # -- dispatch -----------------------------------------------------------------------------

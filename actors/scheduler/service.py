@@ -4,10 +4,11 @@
 acts on the dispatch queue directly (no mailbox round trip): a task that finds a free slot
 starts at once. Two maintenance tasks run beside the work: a dispatcher that wakes when a
 queued task reaches its deadline (nothing else would notice), and a load monitor that measures
-event-loop lag (a heartbeat on the clock) and CPU (``psutil.cpu_percent``, off the loop) to
-adapt background concurrency (AIMD) and to shed background work under overload. While urgent
-work (a class with a deadline) waits or runs, background work in worker processes is paused
-and no more of it starts (``preempt_background``).
+event-loop lag (a heartbeat on the clock) and CPU (``contending_cpu_percent``, off the loop)
+to adapt background concurrency (AIMD) and to shed background work under overload. While the
+loop lags (the monitor's last measurement above ``lag_target_ms``, and before its first one) and
+urgent work (a class with a deadline) waits or runs, background work in worker processes is
+paused and no more of it starts (``preempt_background``).
 
 Standalone (a benchmark, a script), on the real clock::
 
@@ -47,14 +48,54 @@ from .watch import ProcessWatch
 if TYPE_CHECKING:
     from runtime.actor import ActorContext
 
-__all__ = ["Scheduler"]
+__all__ = ["ContendingCpu", "Scheduler", "contending_cpu_percent"]
+
+
+class ContendingCpu:
+    """The machine's CPU use at normal priority since the last call, in percent of all cores.
+
+    Niced time (processes at niceness > 0, ``nice`` in ``/proc/stat``) is left out: such work
+    yields the CPU to everything at normal priority, so it does not delay urgent work. The
+    scheduler's own background workers run niced, and their saturating otherwise idle cores is
+    the point of the pool, not an overload to shed. Without this, background work at full
+    throughput read as 100% CPU and shed itself. The first call gives 0.0.
+    """
+
+    def __init__(self) -> None:
+        self._last: Any = None
+
+    def __call__(self) -> float:
+        times = psutil.cpu_times()
+        last, self._last = self._last, times
+        if last is None:
+            return 0.0
+        total_s = _total_s(times) - _total_s(last)
+        idle_s = _idle_s(times) - _idle_s(last)
+        niced_s = getattr(times, "nice", 0.0) - getattr(last, "nice", 0.0)  # not on Windows
+        if total_s <= 0:
+            return 0.0
+        return min(100.0, max(0.0, 100.0 * (total_s - idle_s - niced_s) / total_s))
+
+
+def _total_s(times: Any) -> float:
+    # As psutil counts it: guest time is already in user and nice.
+    return float(sum(times)) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
+def _idle_s(times: Any) -> float:
+    return float(times.idle) + getattr(times, "iowait", 0.0)
+
+
+# The default probe; shared, so with two schedulers each reads the span since either's last call.
+contending_cpu_percent = ContendingCpu()
 
 
 class Scheduler:
     """Runs assistant work by urgency: task classes, deadlines, admission, load shedding.
 
-    ``cpu_probe`` gives system CPU percent (called in a thread); ``None`` measures loop lag
-    only. Raises ``ValueError`` when the classes' reserved slots do not fit their executors.
+    ``cpu_probe`` gives the CPU percent that counts as load (called in a thread; by default
+    the machine's CPU use at normal priority, see ``ContendingCpu``); ``None`` measures loop
+    lag only. Raises ``ValueError`` when the classes' reserved slots do not fit their executors.
     """
 
     name = "scheduler"
@@ -65,7 +106,7 @@ class Scheduler:
         context: ActorContext,
         *,
         pool_factory: PoolFactory = ProcessPool,
-        cpu_probe: Callable[[], float] | None = psutil.cpu_percent,
+        cpu_probe: Callable[[], float] | None = contending_cpu_percent,
     ) -> None:
         self._clock = context.clock
         self._cpu_probe = cpu_probe
@@ -180,7 +221,9 @@ class Scheduler:
         """Take one load measurement: adapt background concurrency, start or stop shedding.
 
         Above ``lag_target_ms`` or ``cpu_target_percent`` background limits shrink, else they
-        grow; at ``shed_lag_ms`` or ``shed_cpu_percent`` background work is refused.
+        grow; above ``lag_target_ms`` background processes are also paused while urgent work is
+        active (``preempt_background``); at ``shed_lag_ms`` or ``shed_cpu_percent`` background
+        work is refused.
         """
         load, queue = self.config.load, self._engine.queue
         self._loop_lag_s, self._cpu_percent = loop_lag_s, cpu_percent
@@ -189,6 +232,9 @@ class Scheduler:
         for name, limit in self._aimd.items():
             queue.set_limit(name, limit.update(busy))
         queue.overloaded = lag_ms >= load.shed_lag_ms or cpu >= load.shed_cpu_percent
+        # Pausing our own niced workers cannot relieve CPU taken by other programs; it is for
+        # a loop that falls behind.
+        self._engine.under_load = lag_ms > load.lag_target_ms
         self._engine.dispatch()
 
     # -- submitting ---------------------------------------------------------------------------
