@@ -1,0 +1,96 @@
+"""Concurrent reads of a slow tier, coalesced: one round trip serves many readers.
+
+Readers of the same key share one read; readers of different keys that arrive together share
+one batch (``SELECT ... WHERE id IN (...)``, ``MGET``). The first reader to find no batch under
+way leads: it lets the loop run once, so that the readers started alongside it join, then
+fetches everything waiting, batch after batch, until nothing waits. Followers only wait.
+
+The leader's fetching is shielded from its own cancellation: the followers depend on it, and
+a fetch is bounded by the tier's own timeout. A leader cancelled meanwhile sees its
+cancellation when the shield ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Coalescer"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Read(Generic[V]):
+    """One key's read, shared by every reader of the key."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: V | None = None
+        self.error: BaseException | None = None
+
+
+class Coalescer(Generic[K, V]):
+    """Reads keys through ``fetch(keys) -> {key: value}`` (a key left out was not found).
+
+    ``max_batch`` bounds the keys of one fetch. Raises ``ValueError`` if it is below 1.
+    """
+
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], *, max_batch: int = 256
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self._fetch = fetch
+        self.max_batch = max_batch
+        self._waiting: dict[K, _Read[V]] = {}  # not yet fetched
+        self._fetching: dict[K, _Read[V]] = {}  # in the batch under way
+        self._leading = False
+        self.batches = 0  # fetches made
+        self.coalesced = 0  # reads that joined another reader's read of the same key
+
+    async def get(self, key: K) -> V | None:
+        """The value of ``key``, or ``None``. Raises what ``fetch`` raised for its batch."""
+        read = self._waiting.get(key) or self._fetching.get(key)
+        if read is not None:
+            self.coalesced += 1
+        else:
+            read = self._waiting[key] = _Read()
+            if not self._leading:
+                self._leading = True
+                await self._lead()
+        await read.done.wait()
+        if read.error is not None:
+            raise read.error
+        return read.value
+
+    async def _lead(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
+                while self._waiting:
+                    await self._fetch_batch()
+            finally:
+                self._leading = False
+
+    async def _fetch_batch(self) -> None:
+        keys = list(self._waiting)[: self.max_batch]
+        batch = {key: self._waiting.pop(key) for key in keys}
+        self._fetching.update(batch)
+        self.batches += 1
+        found: dict[K, V] = {}
+        try:
+            found = await self._fetch(keys)
+        except Exception as exc:
+            for read in batch.values():
+                read.error = exc
+        finally:
+            for key, read in batch.items():
+                del self._fetching[key]
+                read.value = found.get(key)
+                read.done.set()

@@ -1,0 +1,530 @@
+"""The CacheTier service (``rt.cache``): tiered reads and writes, single flight, invalidation.
+
+A read tries the tiers in the configured order and promotes what it finds to the faster tiers
+above; a write goes to every tier (each tier's ``write`` mode says whether ``set`` waits for
+it). The hot path, a read that L1 answers, touches L1's structure directly: no mailbox, no
+task, no I/O. The actor (``actor.CacheActor``) owns the I/O that is not a reader's: opening
+and closing the files, write-behind flushes, sweeps of expired entries, replacing a corrupt
+database.
+
+Standalone (a script, a benchmark)::
+
+    cache = Cache(load_config().cache, ActorContext())
+    async with cache.running():
+        await cache.set("weather:paris", {"temp_c": 21}, namespace="response", ttl=600)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from runtime.clock import RealClock
+from runtime.config import CacheSection, Config, NamespaceConfig
+from runtime.events import CacheHit, CacheMiss
+from runtime.logging import get_logger
+from runtime.supervisor import Supervisor
+
+from . import codec
+from .entry import Record, lifetime
+from .flight import Flights
+from .memory import DecodeErrors, MemoryTier
+from .reads import Found, Reader
+from .stats import ACTOR, CacheEvents, CacheStatistics, NamespaceCounts, hit_rate
+from .tiers import SlowTier, Tier, build_tiers, restart_shape
+
+if TYPE_CHECKING:
+    from runtime.actor import ActorContext
+
+__all__ = ["Cache", "Compute"]
+
+_MISSING: Any = object()  # not in L1 (None is a value: a cached "not found")
+
+Compute = Callable[[], Any]
+"""What ``get_or_compute`` calls on a miss: a function or coroutine function of no arguments."""
+
+
+class _Namespace(NamespaceCounts):
+    """A namespace's settings, and its counters (as attributes: a hit bumps one)."""
+
+    __slots__ = ("config", "name")
+
+    def __init__(self, name: str, config: NamespaceConfig) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+
+
+class Cache:
+    """A tiered cache of the namespaces and tiers of ``config`` (the ``cache`` section).
+
+    ``seed`` makes the W-TinyLFU policies reproducible. Raises ``ValueError`` for tier limits
+    the policies refuse.
+    """
+
+    name = "cache"
+
+    def __init__(
+        self, config: Config | CacheSection, context: ActorContext, *, seed: int = 0
+    ) -> None:
+        section = config.cache if isinstance(config, Config) else config
+        self.config = section
+        self._context = context
+        self._clock = context.clock
+        # RealClock.wall is time.time: the hot path calls it without the wrapper.
+        self._wall = time.time if type(context.clock) is RealClock else context.clock.wall
+        self._bus = context.events
+        self._events = CacheEvents(context.events)
+        self._log = get_logger(ACTOR)
+        self.tiers: list[Tier] = build_tiers(section, context, self._events, seed=seed)
+        first = self.tiers[0] if self.tiers else None
+        # The hot path: an L1 that holds values as they are is read without decoding.
+        self._l1 = first if type(first) is MemoryTier else None
+        self._namespaces = {n: _Namespace(n, c) for n, c in section.namespaces.items()}
+        self._flights = Flights()
+        self._reader = Reader(self.tiers, self._events, self._log, self._clock)
+        self._epoch = 0  # bumped by every invalidation: a computation that spans one is not kept
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._background: set[anyio.CancelScope] = set()
+        self._revalidating: set[tuple[str, str]] = set()
+        self.revalidations = 0
+        self.shutdown_timeout_s = 30.0
+        if isinstance(config, Config):
+            self.shutdown_timeout_s = config.runtime.shutdown_timeout_ms / 1000
+
+    # -- running ------------------------------------------------------------------------------
+
+    def attach(self, supervisor: Supervisor, context: ActorContext) -> None:
+        """Put the cache's actor (under a supervisor of its own) under ``supervisor``."""
+        from .actor import CacheHost
+
+        supervisor.add_supervisor(CacheHost(self, context))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Cache]:
+        """Run the cache's actor for the body of ``async with`` (without a Runtime): files
+        open, write-behind flushes and sweeps run, stale entries are revalidated."""
+        supervisor = Supervisor(f"{self.name}.standalone", context=self._context)
+        self.attach(supervisor, self._context)
+        async with supervisor:
+            yield self
+
+    def slow_tiers(self) -> list[SlowTier]:
+        return [t for t in self.tiers if not isinstance(t, MemoryTier)]
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(
+        self, key: str, namespace: str = "response", *, type: Any = None, default: Any = None
+    ) -> Any:
+        """The cached value of ``key``, or ``default`` (None) on a miss.
+
+        A cached "not found" (negative caching: ``set(key, None)``) is ``None`` whatever the
+        default: pass a sentinel as ``default`` to tell the two apart. ``type`` decodes into
+        that type (a msgspec Struct, ``list[float]``, ...); a stored value that does not match
+        it is dropped and read as a miss. Raises ``ValueError`` for a namespace that is not
+        configured.
+        """
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            raise self._unknown(namespace)
+        if self._l1 is not None:
+            value = self._from_l1(ns, key, type)
+            if value is not _MISSING:
+                return value
+        found = await self._reader.read(
+            namespace, key, type, stale_ok=False, skip_l1=self._l1 is not None
+        )
+        return self._count(ns, key, found, default)
+
+    def get_nowait(
+        self, key: str, namespace: str = "response", *, type: Any = None, default: Any = None
+    ) -> Any:
+        """``get`` from L1 alone, without waiting: ``default`` when L1 does not have ``key``
+        (the slower tiers are not asked; the read counts as a miss).
+
+        For synchronous code on the event loop, and the hottest paths. Raises ``ValueError``
+        for a namespace that is not configured.
+        """
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            raise self._unknown(namespace)
+        if self._l1 is not None:
+            value = self._from_l1(ns, key, type)
+            if value is not _MISSING:
+                return value
+        return self._count(ns, key, None, default)
+
+    def _from_l1(self, ns: _Namespace, key: str, type: Any) -> Any:
+        """The hot path: L1's value of ``key``, counted, or ``_MISSING``."""
+        l1 = self._l1
+        assert l1 is not None
+        entry = l1.lookup(ns.name, key, self._wall())
+        if entry is None:
+            bus = self._bus
+            if bus is not None and bus.wants(CacheMiss):
+                self._events.miss(ns.name, key, l1.name)
+            return _MISSING
+        value = entry.value
+        if type is not None and value is not None:
+            value = self._converted(l1, entry, type)
+            if value is _MISSING:
+                return _MISSING
+        ns.hits += 1
+        bus = self._bus
+        if bus is not None and bus.wants(CacheHit):
+            self._events.hit(ns.name, key, l1.name)
+        if value is None:
+            ns.negative += 1
+        return value
+
+    def _converted(self, l1: MemoryTier, entry: Any, type: Any) -> Any:
+        """L1's value as ``type``; if it is not one it is dropped and ``_MISSING`` returned."""
+        try:
+            return codec.convert(entry.value, type)
+        except DecodeErrors as exc:
+            self._reader.undecodable(l1, entry.pkey[0], entry.pkey[1], exc)
+            return _MISSING
+
+    def _count(self, ns: _Namespace, key: str, found: Found | None, default: Any) -> Any:
+        counts = ns
+        if found is None:
+            counts.misses += 1
+            self._events.miss(ns.name, key, None)
+            return default
+        counts.hits += 1
+        counts.stale += found.stale
+        if found.value is None:
+            counts.negative += 1
+        return found.value
+
+    async def get_or_compute(
+        self,
+        key: str,
+        compute: Compute,
+        namespace: str = "response",
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        type: Any = None,
+        stale_s: float | None = None,
+    ) -> Any:
+        """The cached value of ``key``; on a miss, ``compute()``'s (awaited if a coroutine),
+        cached. Concurrent callers of one key compute it once (single flight); a ``None``
+        result is cached as "not found" when the namespace has ``negative_ttl_s``.
+
+        A stale entry (within ``stale_s`` past its TTL; default: the namespace's ``stale_s``)
+        is returned at once while it is recomputed in the background (stale-while-revalidate;
+        only while the cache runs). Raises what ``compute`` raised (to every caller waiting
+        for it), ``TypeError`` for a result that cannot be cached, ``ValueError`` for a bad
+        namespace, ttl or stale_s.
+        """
+        ns = self._ns(namespace)
+        if not callable(compute):
+            raise TypeError(f"compute must be a function of no arguments; got {compute!r}")
+        tags_t = _check_tags(tags)
+        ttl = _check_seconds("ttl", ttl)
+        stale_s = _check_seconds("stale_s", stale_s)
+        found = await self._reader.read(namespace, key, type, stale_ok=True, skip_l1=False)
+        if found is not None:
+            self._count(ns, key, found, None)
+            if found.stale:
+                self._revalidate(ns, key, compute, ttl, tags_t, stale_s)
+            return found.value
+        self._count(ns, key, None, None)
+        if (namespace, key) in self._flights:
+            ns.coalesced += 1
+        return await self._flights.run(
+            (namespace, key), lambda: self._compute(ns, key, compute, ttl, tags_t, stale_s)
+        )
+
+    async def _compute(
+        self,
+        ns: _Namespace,
+        key: str,
+        compute: Compute,
+        ttl: float | None,
+        tags: tuple[str, ...],
+        stale_s: float | None,
+    ) -> Any:
+        epoch = self._epoch
+        ns.computes += 1
+        try:
+            value = compute()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception:
+            ns.errors += 1
+            raise
+        if epoch == self._epoch:  # no invalidation meanwhile: the value is still current
+            await self._set(ns, key, value, ttl, tags, stale_s)
+        return value
+
+    def _revalidate(
+        self,
+        ns: _Namespace,
+        key: str,
+        compute: Compute,
+        ttl: float | None,
+        tags: tuple[str, ...],
+        stale_s: float | None,
+    ) -> None:
+        """Recompute a stale entry in the background, once however many readers saw it."""
+        pkey = (ns.name, key)
+        if self._tg is None or pkey in self._revalidating or pkey in self._flights:
+            return
+        self._revalidating.add(pkey)
+        self.revalidations += 1
+
+        async def work() -> Any:
+            return await self._compute(ns, key, compute, ttl, tags, stale_s)
+
+        self._tg.start_soon(self._in_background, pkey, work)
+
+    async def _in_background(
+        self, pkey: tuple[str, str], work: Callable[[], Awaitable[Any]]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            self._background.add(scope)
+            try:
+                await self._flights.run(pkey, work)
+            except Exception as exc:
+                self._log.warning(
+                    "revalidation failed; the stale value stays until its window ends",
+                    namespace=pkey[0],
+                    key=pkey[1],
+                    error=repr(exc),
+                )
+            finally:
+                self._background.discard(scope)
+                self._revalidating.discard(pkey)
+
+    def cancel_background(self) -> None:
+        """Cancel the revalidations under way (the cache is stopping)."""
+        for scope in list(self._background):
+            scope.cancel()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        namespace: str = "response",
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Cache ``value`` for ``ttl`` seconds (default: the namespace's ``ttl_s``, else the
+        tiers'), tagged with ``tags`` for ``invalidate_tag``.
+
+        ``None`` caches "not found" for ``ttl`` or the namespace's ``negative_ttl_s``; with
+        neither, it only drops the key. Raises ``TypeError`` for a value msgpack cannot carry
+        (naming the key and the type) or a key that is not a str, ``ValueError`` for a bad
+        namespace, ttl or tag.
+        """
+        ns = self._ns(namespace)
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")
+        await self._set(ns, key, value, _check_seconds("ttl", ttl), _check_tags(tags), None)
+
+    async def _set(
+        self,
+        ns: _Namespace,
+        key: str,
+        value: Any,
+        ttl: float | None,
+        tags: tuple[str, ...],
+        stale_s: float | None,
+    ) -> None:
+        config = ns.config
+        if value is None:
+            ttl = ttl if ttl is not None else config.negative_ttl_s
+            if ttl is None:
+                await self.invalidate(key, ns.name)
+                return
+            data, stale_s = codec.NEGATIVE, None
+        else:
+            data = codec.encode(value, key, ns.name)
+            ttl = ttl if ttl is not None else config.ttl_s
+            stale_s = stale_s if stale_s is not None else config.stale_s
+        now = self._clock.wall()
+        expires_at, keep_until = lifetime(now, ttl, stale_s)
+        ns.sets += 1
+        record = Record(data, expires_at, keep_until, tags)
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                tier.put(ns.name, key, value, data, expires_at, keep_until, tags, now)
+            else:
+                await tier.store(ns.name, key, record, now)
+
+    # -- invalidation -------------------------------------------------------------------------
+
+    async def invalidate(self, key: str, namespace: str = "response") -> None:
+        """Drop ``key`` from every tier. Raises ``ValueError`` for a bad namespace."""
+        self._ns(namespace)
+        self._epoch += 1
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                tier.remove(namespace, key)
+            else:
+                await tier.remove(namespace, key)
+        self._events.invalidated(namespace, key=key)
+
+    async def invalidate_namespace(self, namespace: str) -> int:
+        """Drop every entry of ``namespace``; returns how many the fullest tier held."""
+        self._ns(namespace)
+        self._epoch += 1
+        count = 0
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                count = max(count, tier.remove_namespace(namespace))
+            else:
+                count = max(count, await tier.remove_namespace(namespace))
+        self._events.invalidated(namespace, count=count)
+        return count
+
+    async def invalidate_tag(self, tag: str, namespace: str | None = None) -> int:
+        """Drop every entry tagged ``tag`` (in ``namespace`` only, when given); returns how
+        many the fullest tier held. Raises ``ValueError`` for a bad tag or namespace."""
+        (tag,) = _check_tags((tag,))
+        if namespace is not None:
+            self._ns(namespace)
+        self._epoch += 1
+        count = 0
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                count = max(count, tier.remove_tag(tag, namespace))
+            else:
+                count = max(count, await tier.remove_tag(tag, namespace))
+        self._events.invalidated(namespace or "*", tag=tag, count=count)
+        return count
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def shrink(self, fraction: float = 0.5) -> int:
+        """Let ``fraction`` (0 < f <= 1) of each memory tier's entries go, chosen by its policy
+        (memory pressure: the QuotaEnforcer's recovery action); returns how many went. The
+        tiers grow back as the bytes allow, at each sweep. Raises ``ValueError`` for a bad
+        fraction."""
+        if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
+            raise ValueError(f"fraction must be within (0, 1], e.g. 0.5; got {fraction!r}")
+        return sum(t.shrink(fraction) for t in self.tiers if isinstance(t, MemoryTier))
+
+    async def flush(self) -> None:
+        """Commit every write-behind tier's buffered writes now."""
+        for tier in self.slow_tiers():
+            await tier.flush()
+
+    async def sweep(self) -> int:
+        """Drop expired entries from every tier now (the actor does it every
+        ``sweep_interval_s``); returns how many."""
+        now, count = self._clock.wall(), 0
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                for expired in tier.sweep(now):
+                    count += expired
+                    await anyio.lowlevel.checkpoint()  # a big tier does not hold the loop
+            else:
+                count += await tier.sweep(now)
+        return count
+
+    # -- configuration and statistics ---------------------------------------------------------
+
+    def apply_config(self, config: Config) -> list[str]:
+        """Apply a reloaded configuration live; return the $.paths that need a restart.
+
+        Live: namespaces, sweep_interval_s, compression_level, write_behind, and the limits
+        and lifetimes of memory tiers. Not live: enabled, redis, and the tiers' order,
+        backends, policies, files, URLs and write modes (and the slow tiers' limits).
+        """
+        new, old = config.cache, self.config
+        restart = [
+            f"$.cache.{k}" for k in ("enabled", "redis") if getattr(new, k) != getattr(old, k)
+        ]
+        if [restart_shape(t) for t in new.tiers] != [restart_shape(t) for t in old.tiers]:
+            restart.append("$.cache.tiers")
+            tiers = old.tiers
+        else:
+            tiers = new.tiers
+            self._reconfigure_tiers(new)
+        for name, ns_config in new.namespaces.items():
+            ns = self._namespaces.get(name)
+            if ns is None:
+                self._namespaces[name] = _Namespace(name, ns_config)
+            else:
+                ns.config = ns_config
+        for name in set(self._namespaces) - set(new.namespaces):
+            del self._namespaces[name]
+        self.config = msgspec.structs.replace(
+            new, enabled=old.enabled, redis=old.redis, tiers=tiers
+        )
+        return restart
+
+    def _reconfigure_tiers(self, new: CacheSection) -> None:
+        for tier, tier_config in zip(self.tiers, new.tiers, strict=False):
+            if isinstance(tier, MemoryTier):
+                tier.reconfigure(tier_config)
+                if hasattr(tier, "level"):
+                    tier.level = new.compression_level
+            elif hasattr(tier, "write_behind"):
+                tier.write_behind = new.write_behind
+
+    def statistics(self) -> CacheStatistics:
+        """Reads, hits and misses in all and per namespace; each tier's counts and size."""
+        namespaces = {name: ns.snapshot() for name, ns in self._namespaces.items()}
+        hits = sum(ns.hits for ns in namespaces.values())
+        misses = sum(ns.misses for ns in namespaces.values())
+        return CacheStatistics(
+            enabled=self.config.enabled,
+            hits=hits,
+            misses=misses,
+            hit_rate=hit_rate(hits, misses),
+            in_flight=len(self._flights),
+            revalidations_total=self.revalidations,
+            tiers=[tier.statistics() for tier in self.tiers],
+            namespaces=namespaces,
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _ns(self, namespace: str) -> _Namespace:
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            raise self._unknown(namespace)
+        return ns
+
+    def _unknown(self, namespace: object) -> ValueError:
+        known = ", ".join(sorted(self._namespaces)) or "none"
+        return ValueError(
+            f"namespace {namespace!r} is not configured (cache.namespaces has {known}); "
+            "add it to the configuration"
+        )
+
+
+def _check_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+    if math.isinf(value):
+        return None  # forever
+    return float(value)
+
+
+def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        raise ValueError(f"tags must be a list of str, got the str {tags!r}; write [{tags!r}]")
+    checked = tuple(tags)
+    for tag in checked:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"each tag must be a non-empty str, got {tag!r}")
+    return checked
