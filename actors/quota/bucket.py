@@ -69,6 +69,16 @@ class TokenBucket:
         """Seconds until a call made at ``now`` could take a token (0: at once)."""
         return max(0.0, self._full_at - self._tolerance_s - now)
 
+    def try_take(self, now: float) -> float:
+        """Take a token if the bucket has one at ``now`` (returns 0.0); else take nothing and
+        return how long until it would have one."""
+        full_at = self._full_at
+        wait_s = full_at - self._tolerance_s - now
+        if wait_s > 0:
+            return wait_s
+        self._full_at = (full_at if full_at > now else now) + self.interval_s
+        return 0.0
+
     def take(self, now: float) -> float:
         """Take the next token for a call made at ``now``; returns how long it must wait."""
         start = max(self._full_at, now)
@@ -140,7 +150,8 @@ class ConcurrencyLimit(Generic[T]):
 
     def try_acquire(self) -> bool:
         """Become a holder now if there is room and nobody waits ahead."""
-        if self.full or self._waiting:
+        limit = self.limit
+        if self._waiting or (limit is not None and self.active >= limit):
             return False
         self.active += 1
         return True
@@ -159,8 +170,9 @@ class ConcurrencyLimit(Generic[T]):
 
     def release(self) -> list[T]:
         """A holder leaves; returns the waiters that become holders now, in order."""
-        self.active = max(0, self.active - 1)
-        return self.admit_waiting()
+        if self.active > 0:
+            self.active -= 1
+        return self.admit_waiting() if self._waiting else []
 
     def admit_waiting(self) -> list[T]:
         """Make holders of the first waiters while there is room (e.g. after a raised limit)."""

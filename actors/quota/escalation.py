@@ -23,19 +23,30 @@ class Escalation:
     in order: ``warn`` once it reaches ``warn_ratio`` of the limit; ``throttle`` once it is
     over the limit (only when ``throttles``); ``terminate`` once it has been over the limit
     for ``terminate_after_s`` without a break (counted from the throttle when it throttles);
-    ``recover`` when a warned quota falls back under ``warn_ratio``. A throttled quota stays
-    throttled: what is measured then is the throttled behaviour, not what it would do free.
-    Terminated is final. Raises ``ValueError`` for a ratio outside (0, 1] or a negative time.
+    ``recover`` when a warned quota falls back under ``warn_ratio``. A throttled quota is
+    measured throttled, which says little about what it would do free: it recovers only under
+    ``release_ratio`` of the limit (``None``: never; the caller resets it). Terminated is
+    final. Raises ``ValueError`` for a ratio outside (0, 1] or a negative time.
     """
 
-    __slots__ = ("_over_since", "level", "terminate_after_s", "throttles", "warn_ratio")
+    __slots__ = ("_over_since", "level", "release_ratio", "terminate_after_s", "throttles",
+                 "warn_ratio")  # fmt: skip
 
-    def __init__(self, *, warn_ratio: float, throttles: bool, terminate_after_s: float) -> None:
-        if not 0 < warn_ratio <= 1:
-            raise ValueError(f"warn_ratio must be in (0, 1]; got {warn_ratio!r}")
+    def __init__(
+        self,
+        *,
+        warn_ratio: float,
+        throttles: bool,
+        terminate_after_s: float,
+        release_ratio: float | None = None,
+    ) -> None:
+        for name, ratio in (("warn_ratio", warn_ratio), ("release_ratio", release_ratio)):
+            if ratio is not None and not 0 < ratio <= 1:
+                raise ValueError(f"{name} must be in (0, 1]; got {ratio!r}")
         if not terminate_after_s >= 0:
             raise ValueError(f"terminate_after_s must be >= 0; got {terminate_after_s!r}")
         self.warn_ratio = warn_ratio
+        self.release_ratio = release_ratio
         self.throttles = throttles
         self.terminate_after_s = terminate_after_s
         self.level: Level = "ok"
@@ -50,7 +61,11 @@ class Escalation:
             self._over(now, steps)
         else:
             self._over_since = None
-            if measured >= self.warn_ratio * limit:
+            release = self.release_ratio
+            if self.level == "throttled" and release is not None and measured < release * limit:
+                self.level = "ok"
+                steps.append("recover")
+            elif measured >= self.warn_ratio * limit:
                 if self.level == "ok":
                     self.level = "warned"
                     steps.append("warn")
@@ -112,11 +127,11 @@ class CpuShare:
 
 
 class DutyCycle:
-    """The fraction of each period a throttled process may run.
+    """The fraction of each period a throttled plugin's processes may run, between them.
 
-    It starts at ``margin`` times the share the limit allows one process (its limit in cores,
-    at most a whole period) and, when the process still measures over its limit (it uses more
-    than one core), shrinks by ``shrink`` at each ``adapt``, down to ``floor``.
+    It starts at ``margin`` times what the limit allows (its limit in cores, at most a whole
+    period) and, when the plugin still measures over its limit (a process using more than one
+    core), shrinks by ``shrink`` at each ``adapt``, down to ``floor``.
     Raises ``ValueError`` for a limit that is not > 0 or fewer than one CPU.
     """
 
@@ -145,7 +160,8 @@ class DutyCycle:
             self.fraction = max(self.floor, self.fraction * self.shrink)
         return self.fraction
 
-    def split(self, period_s: float) -> tuple[float, float]:
-        """(seconds running, seconds stopped) of one period."""
-        running_s = period_s * self.fraction
+    def split(self, period_s: float, calls: int = 1) -> tuple[float, float]:
+        """(seconds running, seconds stopped) of one period for each of ``calls`` processes
+        sharing the fraction."""
+        running_s = period_s * self.fraction / max(1, calls)
         return running_s, period_s - running_s

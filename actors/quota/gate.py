@@ -18,6 +18,7 @@ from typing import Any
 from runtime.clock import Clock
 from runtime.exceptions import QuotaExceeded
 
+from .deadlines import Deadlines
 from .notify import Notifier
 from .plugins import MEMORY_BACKSTOP, Call, Plugin
 from .ports import SchedulerPort
@@ -50,6 +51,7 @@ class Gate:
         self._notifier = notifier
         self._on_start = on_start
         self._on_finish = on_finish
+        self._deadlines = Deadlines(clock, self._time_out)
 
     def attach(self) -> None:
         """Add the hooks to the scheduler (admission last: it holds tasks the others let in)."""
@@ -59,7 +61,9 @@ class Gate:
         hooks.finish.append(self.finish)
 
     def detach(self) -> None:
-        """Take the hooks off the scheduler (calls in flight keep their state until they end)."""
+        """Take the hooks off the scheduler (calls in flight keep their state until they end;
+        time limits are no longer enforced)."""
+        self._deadlines.close()
         hooks = self._scheduler.hooks
         for hooks_list, hook in ((hooks.admission, self.admit), (hooks.start, self.start),
                                  (hooks.finish, self.finish)):  # fmt: skip
@@ -79,19 +83,11 @@ class Gate:
             raise self._unknown(name)
         plugin.record.calls += 1
         call = Call(plugin, task)
-        now = self._clock.now()
         bucket = plugin.bucket
-        delay_s = 0.0 if bucket is None else bucket.delay_s(now)
-        if delay_s > 0:
+        if bucket is not None and (delay_s := bucket.try_take(now := self._clock.now())) > 0:
             self._wait_for_token(call, delay_s, now)
-        else:
-            if plugin.slots.full or plugin.slots.waiting:
-                self._check_may_wait_for_slot(call)
-            if bucket is not None:
-                bucket.take(now)
-            if not plugin.slots.try_acquire():
-                self._hold(call, "slot")
-                self._wait_for_slot(call)
+        elif not plugin.slots.try_acquire():
+            self._wait_for_slot_or_refuse(call)
         self.calls[task.id] = call
         if task.run_in == "process":
             call.watch = self._scheduler.watch(task, memory_limit_bytes=plugin.memory_limit_bytes,
@@ -129,12 +125,20 @@ class Gate:
         call.phase = "slot"
         self._wait_for_slot(call)
 
-    def _check_may_wait_for_slot(self, call: Call) -> None:
+    def _wait_for_slot_or_refuse(self, call: Call) -> None:
+        """No slot free: wait for one, or be refused (giving back the token just taken)."""
         plugin = call.plugin
-        if plugin.quota.on_concurrency == "refuse":
-            limit = plugin.quota.max_concurrency or 0
-            raise self._refuse(plugin, "concurrency", plugin.slots.active + 1, limit)
-        self._check_waiting_room(plugin, retry_after_s=None)
+        try:
+            if plugin.quota.on_concurrency == "refuse":
+                limit = plugin.quota.max_concurrency or 0
+                raise self._refuse(plugin, "concurrency", plugin.slots.active + 1, limit)
+            self._check_waiting_room(plugin, retry_after_s=None)
+        except QuotaExceeded:
+            if plugin.bucket is not None:
+                plugin.bucket.give_back(plugin.bucket.mark)
+            raise
+        self._hold(call, "slot")
+        self._wait_for_slot(call)
 
     def _check_waiting_room(self, plugin: Plugin, *, retry_after_s: float | None) -> None:
         if plugin.held >= plugin.quota.max_waiting:
@@ -206,12 +210,11 @@ class Gate:
             return
         timeout_s = call.plugin.quota.timeout_s
         if timeout_s is not None:
-            call.timer = self._clock.call_later(timeout_s, functools.partial(self._time_out, call))
+            self._deadlines.add(self._clock.now() + timeout_s, call)
         if call.watch is not None:
             self._on_start(call)
 
     def _time_out(self, call: Call) -> None:
-        call.timer = None
         started_at = call.task.started_at
         limit = call.plugin.quota.timeout_s or 0.0
         elapsed = limit if started_at is None else self._clock.now() - started_at
@@ -238,7 +241,8 @@ class Gate:
         call = self.calls.pop(task.id, None)
         if call is None:
             return
-        call.cancel_timer()
+        if call.timer is not None:
+            call.cancel_timer()
         phase, call.phase = call.phase, "done"
         plugin = call.plugin
         if phase == "active":

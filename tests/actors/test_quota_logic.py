@@ -1,6 +1,6 @@
 """The quota enforcer's pure logic on the fake clock: the token bucket (burst, strict spacing,
 waiting in debt), the concurrency limit, the escalation policy, the CPU share window, the duty
-cycle and the runtime's budget."""
+cycle, the runtime's budget and the time limits' deadlines."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 
 from actors.quota.bucket import ConcurrencyLimit, TokenBucket
 from actors.quota.budget import MIB, BudgetReading, RuntimeBudget
+from actors.quota.deadlines import Deadlines
 from actors.quota.escalation import CpuShare, DutyCycle, Escalation
+from actors.quota.plugins import Call, Plugin
 from runtime.clock import FakeClock
+from runtime.config import PluginQuota
 
 # -- token bucket ------------------------------------------------------------------------------
 
@@ -233,6 +236,22 @@ async def test_a_warned_quota_recovers_and_can_warn_again(clock: FakeClock) -> N
     assert policy.observe(85, 100, clock.now()) == ["warn"]
 
 
+async def test_a_throttled_quota_recovers_only_under_its_release_ratio(clock: FakeClock) -> None:
+    """With release_ratio, a throttled quota measured well under its limit is let go."""
+    policy = Escalation(warn_ratio=0.8, throttles=True, terminate_after_s=9.0, release_ratio=0.5)
+    policy.observe(150, 100, clock.now())
+    assert policy.observe(70, 100, clock.now()) == []  # throttled, not low enough
+    assert policy.observe(40, 100, clock.now()) == ["recover"]
+    assert policy.level == "ok"
+    assert policy.observe(150, 100, clock.now()) == ["warn", "throttle"]
+
+
+def test_a_bad_release_ratio_raises() -> None:
+    """A release ratio outside (0, 1] is a ValueError naming it."""
+    with pytest.raises(ValueError, match="release_ratio"):
+        Escalation(warn_ratio=0.8, throttles=True, terminate_after_s=1.0, release_ratio=0.0)
+
+
 @pytest.mark.parametrize(
     ("ratio", "after_s", "message"),
     [(0.0, 1.0, "warn_ratio"), (1.5, 1.0, "warn_ratio"), (0.8, -1.0, "terminate_after_s")],
@@ -290,6 +309,7 @@ def test_duty_cycle_runs_a_margin_under_the_limit_and_shrinks_when_still_over() 
     """10% of a 2-CPU machine is a fifth of one core; at 0.8 margin it runs 16% of a period."""
     duty = DutyCycle(10.0, cpus=2)
     assert duty.split(0.1) == pytest.approx((0.016, 0.084))
+    assert duty.split(0.1, calls=2) == pytest.approx((0.008, 0.092))
     assert duty.adapt(9.0, 10.0) == pytest.approx(0.16)
     assert duty.adapt(14.0, 10.0) == pytest.approx(0.112)
 
@@ -411,3 +431,67 @@ async def test_an_earlier_reservation_cannot_give_its_token_back(clock: FakeCloc
     bucket.take(clock.now())
     assert not bucket.give_back(earlier)
     assert bucket.delay_s(clock.now()) == 3.0
+
+
+# -- deadlines ---------------------------------------------------------------------------------
+
+
+class StubTask:
+    def __init__(self, task_id: int) -> None:
+        self.id = task_id
+
+
+def a_call(task_id: int) -> Call:
+    plugin = Plugin("p", PluginQuota(timeout_s=1.0), source="api", cpus=1)
+    return Call(plugin, StubTask(task_id))
+
+
+async def test_deadlines_expire_active_calls_at_their_limit_and_skip_ended_ones(
+    clock: FakeClock,
+) -> None:
+    """At its time an active call expires; one that ended meanwhile is skipped."""
+    expired: list[tuple[int, float]] = []
+    deadlines = Deadlines(clock, lambda call: expired.append((call.task.id, clock.now())))
+    first, ended, last = a_call(1), a_call(2), a_call(3)
+    deadlines.add(1.0, first)
+    deadlines.add(1.5, ended)
+    deadlines.add(2.0, last)
+    ended.phase = "done"
+    await clock.advance(3.0)
+    assert expired == [(1, 1.0), (3, 2.0)]
+    assert len(deadlines) == 0 and clock.pending_timers == 0
+
+
+async def test_one_timer_serves_all_deadlines_and_a_nearer_one_rearms_it(clock: FakeClock) -> None:
+    """Later limits add no timer; a nearer one replaces the armed timer."""
+    expired: list[int] = []
+    deadlines = Deadlines(clock, lambda call: expired.append(call.task.id))
+    deadlines.add(5.0, a_call(1))
+    deadlines.add(6.0, a_call(2))
+    assert clock.pending_timers == 1 and clock.next_deadline() == 5.0
+    deadlines.add(2.0, a_call(3))
+    assert clock.pending_timers == 1 and clock.next_deadline() == 2.0
+    await clock.advance(5.0)
+    assert expired == [3, 1]
+
+
+async def test_ended_calls_are_swept_so_the_heap_stays_bounded(clock: FakeClock) -> None:
+    """Thousands of calls that end before their limit leave at most a bounded heap."""
+    deadlines = Deadlines(clock, lambda call: None)
+    for task_id in range(10_000):
+        call = a_call(task_id)
+        deadlines.add(60.0, call)
+        call.phase = "done"
+    assert len(deadlines) < 2048
+    deadlines.close()
+    assert len(deadlines) == 0 and clock.pending_timers == 0
+
+
+async def test_try_take_takes_only_a_token_that_is_there(clock: FakeClock) -> None:
+    """try_take takes a present token (0.0) and otherwise takes nothing, saying how long."""
+    bucket = TokenBucket(2.0, burst=1)
+    assert bucket.try_take(clock.now()) == 0.0
+    assert bucket.try_take(clock.now()) == 0.5
+    assert bucket.try_take(clock.now()) == 0.5  # nothing was taken by the refusal
+    await clock.advance(0.5)
+    assert bucket.try_take(clock.now()) == 0.0

@@ -151,9 +151,9 @@ async def test_cpu_still_over_after_the_throttle_terminates_the_call(clock: Fake
             handle = h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="spinner")
             await clock.advance(0)
             (pid,) = h.pool.running()
-            await feed_full_core(h, pid, 1.0)  # throttled at 0.2 s: it ignores the stops
+            await feed_full_core(h, pid, 1.2)  # throttled at 0.3 s; it ignores the stops
             assert drain(events) == []
-            await feed_full_core(h, pid, 0.5)
+            await feed_full_core(h, pid, 0.1)  # still over 1 s after the throttle
             (terminated,) = drain(events)
         assert terminated.quota == "cpu" and terminated.pid == pid  # type: ignore[attr-defined]
         with pytest.raises(QuotaError, match="cpu quota"):
@@ -171,11 +171,83 @@ async def test_a_throttled_duty_cycle_shrinks_while_the_share_stays_over(
         await clock.advance(0)
         (pid,) = h.pool.running()
         await feed_full_core(h, pid, 0.3)
-        tracked = h.quotas._monitor._tracked[next(iter(h.quotas._monitor._tracked))]
-        assert tracked.duty is not None and tracked.duty.fraction == pytest.approx(0.16)
+        state = h.quotas._monitor.plugin_cpu("threads")
+        assert state is not None and state.duty is not None
+        assert state.duty.fraction == pytest.approx(0.16)
         await feed_full_core(h, pid, 0.8)
-        assert tracked.duty.fraction < 0.16
+        assert state.duty.fraction < 0.16
         h.pool.finish(pid)
+
+
+async def test_a_runaway_of_short_calls_is_measured_and_throttled_as_one(
+    clock: FakeClock,
+) -> None:
+    """Calls of 0.2 s each, back to back, each spinning a core: the plugin's share across its
+    calls goes over, it is throttled, and its next call is throttled from its start."""
+    config = quota_config(interval_ms=100, cpu_window_ms=1000)
+    async with enforced(clock, config, cpu_count=2) as h:
+        h.quotas.register("runaway", cpu_percent=10)
+        h.pool.cpu_s = 0.2  # what each call reports it used
+        with h.bus.subscribe(PluginThrottled) as events:
+            for _ in range(4):
+                handle = h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="runaway")
+                await clock.advance(0)
+                (pid,) = h.pool.running()
+                await feed_full_core(h, pid, 0.2)
+                h.pool.finish(pid)
+                assert await handle.result() == 1
+            (throttled,) = drain(events)
+        assert throttled.quota == "cpu"  # type: ignore[attr-defined]
+        h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="runaway")
+        await clock.advance(0)
+        (pid,) = h.pool.running()
+        await clock.advance(0.05)
+        assert h.pool.controls[pid].log == ["stop"]  # throttled from the start
+        h.pool.finish(pid)
+        assert h.quotas.statistics().plugins["runaway"].throttled >= 1
+
+
+async def test_a_throttled_plugin_that_calms_down_is_let_go(clock: FakeClock) -> None:
+    """Measured under half its share while throttled, the plugin's calls run free again."""
+    config = quota_config(interval_ms=100, cpu_window_ms=400)
+    async with enforced(clock, config, cpu_count=2) as h:
+        h.quotas.register("bursty", cpu_percent=10)
+        h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="bursty")
+        await clock.advance(0)
+        (pid,) = h.pool.running()
+        await feed_full_core(h, pid, 0.3)
+        state = h.quotas._monitor.plugin_cpu("bursty")
+        assert state is not None and state.duty is not None
+        await clock.advance(0.7)  # no CPU used since, but the throttle holds two windows
+        assert state.duty is not None
+        await clock.advance(0.2)  # past 0.8 s after the throttle: 0% < 5%, let go
+        assert state.duty is None
+        control = h.pool.controls[pid]
+        stops = control.log.count("stop")
+        await clock.advance(1.0)
+        assert control.log.count("stop") == stops and not control.held
+        h.pool.finish(pid)
+
+
+async def test_two_throttled_calls_share_the_duty_cycle(clock: FakeClock) -> None:
+    """Two calls of a throttled plugin each run half the plugin's part of each period."""
+    config = quota_config(interval_ms=100, cpu_window_ms=400, throttle_period_ms=100)
+    async with enforced(clock, config, cpu_count=2) as h:
+        h.quotas.register("pair", cpu_percent=10)
+        for _ in range(2):
+            h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="pair")
+        await clock.advance(0)
+        first, second = h.pool.running()
+        for _ in range(3):
+            for pid in (first, second):
+                cpu_s = h.readings[pid].cpu_s if pid in h.readings else 0.0
+                h.readings[pid] = Reading(cpu_s + 0.1, START_RSS)
+            await clock.advance(0.1)
+        assert h.pool.controls[first].log == []
+        await clock.advance(0.008)  # 0.16 of 100 ms, split in two
+        assert h.pool.controls[first].log == ["stop"] and h.pool.controls[second].log == ["stop"]
+        for pid in (first, second):
+            h.pool.finish(pid)
 
 
 async def test_a_finished_call_adds_its_cpu_and_peak_memory(clock: FakeClock) -> None:
