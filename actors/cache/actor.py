@@ -82,7 +82,7 @@ class CacheActor(Actor):
             case Flush(timer=timer):
                 if not timer:
                     self._flush_asked = False
-                await self._cache.flush()
+                await self._cache.flush_tiers()
                 if timer:
                     self._arm_flush()
             case Sweep():
@@ -129,7 +129,7 @@ class CacheHost(Supervisor):
     def __init__(self, cache: Cache, context: ActorContext) -> None:
         super().__init__(cache.name, context=context, shutdown_timeout_s=cache.shutdown_timeout_s)
         self._cache = cache
-        self.add(
+        cache._actor = self.add(
             ChildSpec(
                 f"{cache.name}.io",
                 lambda: CacheActor(cache),

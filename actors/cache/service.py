@@ -16,6 +16,7 @@ Standalone (a script, a benchmark)::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
@@ -30,10 +31,12 @@ import msgspec
 from runtime.clock import RealClock
 from runtime.config import CacheSection, Config, NamespaceConfig
 from runtime.events import CacheHit, CacheMiss
+from runtime.exceptions import ActorStopped, ChannelFull
 from runtime.logging import get_logger
 from runtime.supervisor import Supervisor
 
 from . import codec
+from .actor import Flush
 from .entry import Record, lifetime
 from .flight import Flights
 from .memory import DecodeErrors, MemoryTier
@@ -42,7 +45,7 @@ from .stats import ACTOR, CacheEvents, CacheStatistics, NamespaceCounts, hit_rat
 from .tiers import SlowTier, Tier, build_tiers, restart_shape
 
 if TYPE_CHECKING:
-    from runtime.actor import ActorContext
+    from runtime.actor import ActorContext, ActorRef
 
 __all__ = ["Cache", "Compute"]
 
@@ -93,6 +96,7 @@ class Cache:
         self._reader = Reader(self.tiers, self._events, self._log, self._clock)
         self._epoch = 0  # bumped by every invalidation: a computation that spans one is not kept
         self._tg: anyio.abc.TaskGroup | None = None
+        self._actor: ActorRef | None = None  # set by CacheHost
         self._background: set[anyio.CancelScope] = set()
         self._revalidating: set[tuple[str, str]] = set()
         self.revalidations = 0
@@ -420,7 +424,20 @@ class Cache:
         return sum(t.shrink(fraction) for t in self.tiers if isinstance(t, MemoryTier))
 
     async def flush(self) -> None:
-        """Commit every write-behind tier's buffered writes now."""
+        """Commit every write-behind tier's buffered writes now.
+
+        While the cache runs, its actor does it after the work already in its mailbox (a sweep,
+        a batch), so that when this returns that work is done too.
+        """
+        actor = self._actor
+        if actor is not None and actor.state == "running":
+            with contextlib.suppress(ChannelFull, ActorStopped):  # full or stopping: do it here
+                await actor.ask(Flush(), timeout_s=None)
+                return
+        await self.flush_tiers()
+
+    async def flush_tiers(self) -> None:
+        """Commit the buffered writes of each slow tier, in this task."""
         for tier in self.slow_tiers():
             await tier.flush()
 

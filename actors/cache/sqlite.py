@@ -6,7 +6,7 @@ commit: writers that arrive during a commit share the next one) before ``set`` r
 ``write: behind`` the actor commits it every ``interval_ms`` or as soon as ``batch`` writes
 wait, and a writer finding ``max_pending`` writes waiting commits them itself (backpressure).
 Reads see the buffer, so a value is readable the moment it is set. Reads of a tier with a
-time to idle stamp ``accessed_at``; the stamps are written with the next batch.
+time to idle or limits stamp ``accessed_at``; the stamps are written with the next batch.
 
 A tier with ``max_entries`` or ``max_bytes`` keeps an index of its ids and sizes under its
 eviction policy (rebuilt from the file at open, least recently read first); evicted ids are
@@ -201,10 +201,13 @@ class SqliteTier:
 
     def _read(self, id_: str, now: float) -> None:
         self.counts.hits += 1
-        if self.tti_s is not None:
+        occupancy = self._occupancy
+        if occupancy is not None and id_ in occupancy.policy:
+            occupancy.policy.record_access(id_)
+        # A read is stamped when it matters: for the time to idle, or for the policy's order
+        # when it is rebuilt from the file.
+        if self.tti_s is not None or occupancy is not None:
             self._touched[id_] = now
-        if self._occupancy is not None and id_ in self._occupancy.policy:
-            self._occupancy.policy.record_access(id_)
 
     async def _find(self, id_: str) -> tuple[Record, float] | None:
         buffered = self._buffered(id_)
@@ -281,20 +284,23 @@ class SqliteTier:
     async def flush(self) -> None:
         """Commit the buffered writes now. A failed batch is kept for the next one."""
         async with self._lock:
-            file = self._file
-            if file is None or not (self._pending or self._touched):
-                return
-            batch, self._pending = self._pending, {}
-            touches, self._touched = self._touched, {}
-            self._flushing = batch
-            try:
-                await file.write(((i, r, at) for i, (r, at) in batch.items()), touches)
-                self.flushes += 1
-            except sqlite3.Error as exc:
-                self._failed(exc, "write")
-                self._requeue(batch)
-            finally:
-                self._flushing = {}
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        file = self._file
+        if file is None or not (self._pending or self._touched):
+            return
+        batch, self._pending = self._pending, {}
+        touches, self._touched = self._touched, {}
+        self._flushing = batch
+        try:
+            await file.write(((i, r, at) for i, (r, at) in batch.items()), touches)
+            self.flushes += 1
+        except sqlite3.Error as exc:
+            self._failed(exc, "write")
+            self._requeue(batch)
+        finally:
+            self._flushing = {}
 
     def _requeue(self, batch: dict[str, Pending]) -> None:
         """Keep a failed batch's writes for the next one, unless newer ones replaced them;
@@ -368,9 +374,9 @@ class SqliteTier:
 
     async def sweep(self, now: float) -> int:
         """Delete expired entries; returns how many."""
-        await self.flush()  # touches first: a read not yet written must not look idle
         rows: list[tuple[str, float, float]] = []
         async with self._lock:
+            await self._flush_locked()  # touches first: a read not yet written must not look idle
             if self._file is None:
                 return 0
             idle_before = None if self.tti_s is None else now - self.tti_s
