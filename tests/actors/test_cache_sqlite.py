@@ -4,12 +4,14 @@ a bounded tier's policy, and files that are corrupt or cannot be opened."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from actors.cache import Cache
+from actors.cache.entry import Record
 from actors.cache.sqlite import SqliteTier
 from runtime.clock import FakeClock, settle
 from runtime.events import CacheExpired
@@ -323,7 +325,7 @@ async def test_corruption_found_in_use_makes_the_actor_replace_the_file(
         file = l3(cache)._file
         assert file is not None
 
-        async def corrupt(ids: list[str]) -> dict[str, Any]:
+        async def corrupt(ids: Sequence[str]) -> dict[str, tuple[Record, float]]:
             error = sqlite3.DatabaseError("database disk image is malformed")
             error.sqlite_errorname = "SQLITE_CORRUPT"
             raise error
