@@ -303,7 +303,7 @@ async def test_a_failed_batch_is_kept_for_the_next_one(clock: FakeClock, tmp_pat
                 raise sqlite3.OperationalError("database or disk is full")
             await real_write(*args)
 
-        file.write = failing_write  # type: ignore[method-assign]
+        file.write = failing_write  # type: ignore[method-assign,assignment]
         await cache.set("k", "v")
         with capture_logs() as logs:
             await cache.flush()
