@@ -191,3 +191,15 @@ async def test_without_redis_py_the_tier_is_left_out(
             assert await cache.get("k") == 1
     assert logs[0]["event"] == "redis tier skipped: redis-py is not installed"
     assert tier_stats(cache, "shared").available is False
+
+
+def test_a_missing_redis_server_fails_the_test_saying_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the binary the Redis tests fail (never skip), naming the setup script."""
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    with pytest.raises(
+        pytest.fail.Exception, match="redis-server is not installed.*install-system-deps"
+    ):
+        RedisServer(tmp_path)
