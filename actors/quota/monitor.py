@@ -11,7 +11,8 @@ worker running a watched plugin call, then:
   ``warn_ratio`` of ``cpu_percent`` it warns; over it the plugin is throttled: each of its
   running calls' workers is stopped (SIGSTOP) for most of each ``throttle_period_ms`` (a duty
   cycle sized to hold the plugin under its share, split among its calls, a smaller one each
-  window it still measures over), and calls that start while it is throttled are throttled
+  window it still measures over; a running slice the loop ends late is followed by a stop as
+  much longer), and calls that start while it is throttled are throttled
   from their start. Still over ``terminate_after_s`` after the throttle, its running calls are
   terminated. Measured under half its share while throttled, it is let go.
 
@@ -40,6 +41,7 @@ Terminate = Callable[[Call, str, float, float, str], None]
 T = TypeVar("T")
 RELEASE_RATIO = 0.5  # a throttled plugin measured under half its share is let go,
 RELEASE_AFTER_WINDOWS = 2  # but not before it has been measured throttled this many windows
+_BIND_POLL_S = 0.002  # how often a throttled call not yet on its worker is looked at
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -315,13 +317,17 @@ class ProcessMonitor:
                     state = self._plugins.get(tracked.call.plugin.name)
                     if state is None or state.duty is None:
                         break
-                    if not watch.running:  # its worker has not taken the call yet
-                        await self._clock.sleep(period_s)
+                    if not watch.running:  # its worker has not taken the call yet: it
+                        await self._clock.sleep(_BIND_POLL_S)  # will in a few ms
                         continue
                     running_s, stopped_s = state.duty.split(period_s, len(state.calls))
+                    began = self._clock.now()
                     await self._clock.sleep(running_s)
+                    ran_s = self._clock.now() - began
                     if stopped_s > 0 and watch.pause():
-                        await self._clock.sleep(stopped_s)
+                        # A busy loop wakes us late: stop it longer in proportion, so that
+                        # the share it gets stays the duty cycle's whatever the lag.
+                        await self._clock.sleep(max(stopped_s, ran_s * stopped_s / running_s))
                         watch.resume()
             finally:
                 watch.resume()
