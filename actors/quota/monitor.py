@@ -41,6 +41,7 @@ Terminate = Callable[[Call, str, float, float, str], None]
 T = TypeVar("T")
 RELEASE_RATIO = 0.5  # a throttled plugin measured under half its share is let go,
 RELEASE_AFTER_WINDOWS = 2  # but not before it has been measured throttled this many windows
+_OVERRUN_RATIO = 1.01  # a running slice this much longer than planned is compensated
 _BIND_POLL_S = 0.002  # how often a throttled call not yet on its worker is looked at
 
 
@@ -327,7 +328,9 @@ class ProcessMonitor:
                     if stopped_s > 0 and watch.pause():
                         # A busy loop wakes us late: stop it longer in proportion, so that
                         # the share it gets stays the duty cycle's whatever the lag.
-                        await self._clock.sleep(max(stopped_s, ran_s * stopped_s / running_s))
+                        if ran_s > running_s * _OVERRUN_RATIO:
+                            stopped_s *= ran_s / running_s
+                        await self._clock.sleep(stopped_s)
                         watch.resume()
             finally:
                 watch.resume()

@@ -299,3 +299,36 @@ def test_read_processes_reads_live_pids_and_leaves_out_gone_ones() -> None:
     assert set(cache) == {os.getpid()}
     read_processes([], cache)  # type: ignore[arg-type]
     assert cache == {}
+
+
+class LateClock(FakeClock):
+    """A fake clock on which a sleep of ``late_for`` seconds wakes ``lag_s`` late (a busy
+    loop)."""
+
+    late_for = 0.016
+    lag_s = 0.016
+
+    async def sleep(self, seconds: float) -> None:
+        late = abs(seconds - self.late_for) < 1e-9
+        await super().sleep(seconds + (self.lag_s if late else 0.0))
+
+
+async def test_a_running_slice_the_loop_ends_late_is_followed_by_a_longer_stop() -> None:
+    """When the stop comes late (a busy loop), the worker is stopped as much longer, so the
+    share it gets stays the duty cycle's: 32 ms run instead of 16, 168 ms stopped, not 84."""
+    clock = LateClock()
+    config = quota_config(interval_ms=100, cpu_window_ms=1000, throttle_period_ms=100)
+    async with enforced(clock, config, cpu_count=2) as h:
+        h.quotas.register("spinner", cpu_percent=10)
+        h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="spinner")
+        await clock.advance(0)
+        (pid,) = h.pool.running()
+        await feed_full_core(h, pid, 0.6)  # throttled at 0.6 s
+        control = h.pool.controls[pid]
+        await clock.advance(0.032)
+        assert control.log == ["stop"]
+        await clock.advance(0.167)
+        assert control.log == ["stop"]
+        await clock.advance(0.002)
+        assert control.log == ["stop", "cont"]
+        h.pool.finish(pid)
