@@ -12,6 +12,7 @@ cancellation when the shield ends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -25,14 +26,22 @@ V = TypeVar("V")
 
 
 class _Read(Generic[V]):
-    """One key's read, shared by every reader of the key."""
+    """One key's read, shared by every reader of the key; each waiter has its own future, so
+    a waiter that is cancelled cancels only its own wait."""
 
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("done", "error", "value", "waiters")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = False
         self.value: V | None = None
         self.error: BaseException | None = None
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def finish(self) -> None:
+        self.done = True
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Coalescer(Generic[K, V]):
@@ -63,8 +72,13 @@ class Coalescer(Generic[K, V]):
             read = self._waiting[key] = _Read()
             if not self._leading:
                 self._leading = True
-                await self._lead()
-        await read.done.wait()
+                await self._lead()  # returns when everything waiting, this key too, is read
+                await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled while shielded
+        if not read.done:
+            # A bare loop future: the cheapest wait there is (the kernel runs on asyncio).
+            waiter = asyncio.get_running_loop().create_future()
+            read.waiters.append(waiter)
+            await waiter
         if read.error is not None:
             raise read.error
         return read.value
@@ -93,4 +107,4 @@ class Coalescer(Generic[K, V]):
             for key, read in batch.items():
                 del self._fetching[key]
                 read.value = found.get(key)
-                read.done.set()
+                read.finish()

@@ -140,12 +140,26 @@ class Cache:
         ns = self._namespaces.get(namespace)
         if ns is None:
             raise self._unknown(namespace)
-        if self._l1 is not None:
+        l1 = self._l1
+        if l1 is not None and type is None:
+            # The hot path, written out here (a call costs as much as the work): _from_l1.
+            entry = l1.lookup(namespace, key, self._wall())
+            if entry is not None:
+                ns.hits += 1
+                bus = self._bus
+                if bus is not None and bus.wants(CacheHit):
+                    self._events.hit(namespace, key, l1.name)
+                value = entry.value
+                if value is None:
+                    ns.negative += 1
+                return value
+            self._missed_l1(namespace, key, l1)
+        elif l1 is not None:
             value = self._from_l1(ns, key, type)
             if value is not _MISSING:
                 return value
         found = await self._reader.read(
-            namespace, key, type, stale_ok=False, skip_l1=self._l1 is not None
+            namespace, key, type, stale_ok=False, skip_l1=l1 is not None
         )
         return self._count(ns, key, found, default)
 
@@ -173,9 +187,7 @@ class Cache:
         assert l1 is not None
         entry = l1.lookup(ns.name, key, self._wall())
         if entry is None:
-            bus = self._bus
-            if bus is not None and bus.wants(CacheMiss):
-                self._events.miss(ns.name, key, l1.name)
+            self._missed_l1(ns.name, key, l1)
             return _MISSING
         value = entry.value
         if type is not None and value is not None:
@@ -189,6 +201,11 @@ class Cache:
         if value is None:
             ns.negative += 1
         return value
+
+    def _missed_l1(self, namespace: str, key: str, l1: MemoryTier) -> None:
+        bus = self._bus
+        if bus is not None and bus.wants(CacheMiss):
+            self._events.miss(namespace, key, l1.name)
 
     def _converted(self, l1: MemoryTier, entry: Any, type: Any) -> Any:
         """L1's value as ``type``; if it is not one it is dropped and ``_MISSING`` returned."""
@@ -360,7 +377,7 @@ class Cache:
             data = codec.encode(value, key, ns.name)
             ttl = ttl if ttl is not None else config.ttl_s
             stale_s = stale_s if stale_s is not None else config.stale_s
-        now = self._clock.wall()
+        now = self._wall()
         expires_at, keep_until = lifetime(now, ttl, stale_s)
         ns.sets += 1
         record = Record(data, expires_at, keep_until, tags)
@@ -538,6 +555,8 @@ def _check_seconds(name: str, value: float | None) -> float | None:
 
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if tags == ():
+        return ()
     if isinstance(tags, str):
         raise ValueError(f"tags must be a list of str, got the str {tags!r}; write [{tags!r}]")
     checked = tuple(tags)

@@ -1,0 +1,437 @@
+"""Cache operations against the usual alternatives, side by side in one process.
+
+Cases (each run for several rounds, interleaved, the median rate reported):
+
+- L1: a hit, a miss and a set through the cache's public API (``await cache.get(k)``,
+  ``await cache.set(k, v)``) on an L1-only cache with TTL, time to idle, a byte limit,
+  statistics and an event bus on (as under a Runtime), against ``cachetools.TTLCache`` (``get``,
+  and ``[k]`` for reference) and ``cachetools.LRUCache``. Once with an ``lru`` L1 (TTLCache is
+  LRU underneath) and once with the default ``tinylfu`` L1; ``get_nowait`` (no coroutine) too.
+  Hits follow a Zipf-like sequence over 10,000 keys, all present.
+- SQLite: 64 concurrent readers (``await cache.get``) of an SQLite-only cache against
+  ``diskcache.Cache.get`` on the same data, diskcache run sequentially in one thread and in 64
+  threads (the faster is the baseline); writes of a write-behind SQLite tier (``await
+  cache.set``, timed until everything is committed) against ``diskcache.Cache.set``.
+- Redis: sequential and 64-concurrent reads through a Redis-only cache against raw redis-py
+  (``await client.get``), on a ``redis-server`` the benchmark starts (skipped without one).
+
+Run ``python -m bench.cache_ops [--quick] [--rounds N]``. Prints a table and writes
+``bench/results/cache_ops.json``. Exit status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import cachetools
+import diskcache
+
+from actors.cache import Cache
+from runtime.actor import ActorContext
+from runtime.clock import RealClock
+from runtime.config import parse_config
+from runtime.events import EventBus
+
+RESULTS_PATH = Path(__file__).parent / "results" / "cache_ops.json"
+KEYS = 10_000
+READERS = 64
+VALUE = {"text": "It is 21 degrees and sunny in Paris. " * 4, "tokens": 42}  # ~170 bytes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each round does."""
+
+    l1_ops: int  # per L1 case
+    sqlite_reads: int  # in all, over the readers
+    sqlite_writes: int  # at least KEYS: the reads find every key
+    redis_reads: int
+    rounds: int
+
+
+FULL = Sizes(
+    l1_ops=200_000, sqlite_reads=64_000, sqlite_writes=20_000, redis_reads=20_000, rounds=5
+)
+QUICK = Sizes(l1_ops=50_000, sqlite_reads=12_800, sqlite_writes=10_000, redis_reads=4_000, rounds=3)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison: our rate against a baseline's, and the ratio it must reach (if any)."""
+
+    name: str
+    ours: str
+    baseline: str
+    ours_per_s: float
+    baseline_per_s: float
+    target_ratio: float | None
+    ours_rounds_per_s: list[float]
+    baseline_rounds_per_s: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_per_s / self.baseline_per_s
+
+    @property
+    def passed(self) -> bool:
+        return self.target_ratio is None or self.ratio >= self.target_ratio
+
+
+Timings = dict[str, list[float]]
+
+
+def zipf_keys(n: int, seed: int = 1) -> list[str]:
+    """``n`` keys drawn from the 10,000 with a Zipf-like (Pareto) skew: every one present."""
+    rnd = random.Random(seed)
+    return [f"key{min(KEYS - 1, int(rnd.paretovariate(1.0)) - 1)}" for _ in range(n)]
+
+
+def l1_config(policy: str) -> Any:
+    text = f"""
+cache:
+  tiers:
+    - {{name: l1, backend: memory, policy: {policy}, max_entries: {KEYS},
+        max_bytes: 64000000, ttl_s: 3600, tti_s: 1800}}
+"""
+    return parse_config(text, env={})
+
+
+def runtime_context() -> ActorContext:
+    """A context like a Runtime's: the real clock and an event bus without subscribers."""
+    clock = RealClock()
+    return ActorContext(clock=clock, events=EventBus(clock=clock))
+
+
+# -- L1 ----------------------------------------------------------------------------------------
+
+
+async def l1_round(sizes: Sizes, timings: Timings) -> None:
+    """One round of every L1 case (ops per second), ours and cachetools alternating."""
+    keys = zipf_keys(sizes.l1_ops)
+    misses = [f"absent{i % KEYS}" for i in range(sizes.l1_ops)]
+    writes = [f"key{i % KEYS}" for i in range(sizes.l1_ops)]
+    for policy in ("lru", "tinylfu"):
+        cache = Cache(l1_config(policy), runtime_context())
+        for index in range(KEYS):
+            await cache.set(f"key{index}", VALUE)
+        record(timings, f"hit/ours {policy}", len(keys), await timed_async(cache.get, keys))
+        record(timings, f"hit/ours {policy} get_nowait", len(keys), timed(cache.get_nowait, keys))
+        record(timings, f"miss/ours {policy}", len(misses), await timed_async(cache.get, misses))
+        elapsed = await timed_async(functools.partial(set_value, cache), writes)
+        record(timings, f"set/ours {policy}", len(writes), elapsed)
+    ttl: cachetools.TTLCache[str, Any] = cachetools.TTLCache(KEYS, ttl=3600)
+    lru: cachetools.LRUCache[str, Any] = cachetools.LRUCache(KEYS)
+    for index in range(KEYS):
+        ttl[f"key{index}"] = lru[f"key{index}"] = VALUE
+    record(timings, "hit/TTLCache.get", len(keys), timed(ttl.get, keys))
+    record(timings, "hit/TTLCache[k]", len(keys), timed(ttl.__getitem__, keys))
+    record(timings, "hit/LRUCache.get", len(keys), timed(lru.get, keys))
+    record(timings, "miss/TTLCache.get", len(misses), timed(ttl.get, misses))
+    record(timings, "miss/LRUCache.get", len(misses), timed(lru.get, misses))
+    record(timings, "set/TTLCache", len(writes), timed(lambda k: ttl.__setitem__(k, VALUE), writes))
+    record(timings, "set/LRUCache", len(writes), timed(lambda k: lru.__setitem__(k, VALUE), writes))
+
+
+async def set_value(cache: Cache, key: str) -> None:
+    await cache.set(key, VALUE)
+
+
+def timed(call: Callable[[str], Any], keys: list[str]) -> float:
+    start = time.perf_counter()
+    for key in keys:
+        call(key)
+    return time.perf_counter() - start
+
+
+async def timed_async(call: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
+    start = time.perf_counter()
+    for key in keys:
+        await call(key)
+    return time.perf_counter() - start
+
+
+def record(timings: Timings, key: str, ops: int, elapsed_s: float) -> None:
+    timings.setdefault(key, []).append(ops / elapsed_s)
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def sqlite_config(path: Path, write: str) -> Any:
+    text = f"""
+cache:
+  write_behind: {{interval_ms: 500, batch: 256, max_pending: 4096}}
+  tiers: [{{name: l3, backend: sqlite, path: "{path}", write: {write}}}]
+"""
+    return parse_config(text, env={})
+
+
+async def sqlite_round(sizes: Sizes, timings: Timings, directory: Path, round_: int) -> None:
+    """Writes (ours write-behind, diskcache) into fresh stores, then reads of what they hold."""
+    keys = [f"key{i % KEYS}" for i in range(sizes.sqlite_writes)]
+    ours_path = directory / f"ours-{round_}.db"
+    cache = Cache(sqlite_config(ours_path, "behind"), runtime_context())
+    async with cache.running():
+        start = time.perf_counter()
+        for key in keys:
+            await cache.set(key, VALUE)
+        await cache.flush()
+        record(timings, "write/ours behind", len(keys), time.perf_counter() - start)
+    disk = diskcache.Cache(str(directory / f"diskcache-{round_}"))
+    try:
+        start = time.perf_counter()
+        for key in keys:
+            disk.set(key, VALUE)
+        record(timings, "write/diskcache.set", len(keys), time.perf_counter() - start)
+        reads = zipf_keys(sizes.sqlite_reads, seed=round_)
+        record(timings, "read/diskcache.get 1 thread", len(reads), timed(disk.get, reads))
+        elapsed = await anyio.to_thread.run_sync(diskcache_threads, disk, reads)
+        record(timings, f"read/diskcache.get {READERS} threads", len(reads), elapsed)
+    finally:
+        disk.close()
+    cache = Cache(sqlite_config(ours_path, "behind"), runtime_context())
+    async with cache.running():
+        elapsed = await concurrent_reads(cache.get, reads)
+        record(timings, f"read/ours {READERS} readers", len(reads), elapsed)
+        assert cache.statistics().tiers[0].misses == 0, "every key was written"
+
+
+async def concurrent_reads(get: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
+    """Seconds for ``READERS`` tasks to read ``keys`` (each its share, in turn)."""
+
+    async def reader(index: int) -> None:
+        for key in keys[index::READERS]:
+            await get(key)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for index in range(READERS):
+            tg.start_soon(reader, index)
+    return time.perf_counter() - start
+
+
+def diskcache_threads(disk: diskcache.Cache, keys: list[str]) -> float:
+    """Seconds for ``READERS`` threads to read ``keys`` from diskcache (each its share)."""
+    barrier = threading.Barrier(READERS + 1)
+
+    def reader(index: int) -> None:
+        barrier.wait()
+        for key in keys[index::READERS]:
+            disk.get(key)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str | None]:
+    """A redis-server on a free loopback port (its URL), or ``None`` when it is not installed."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    args += ["no", "--dir", str(directory)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def redis_round(sizes: Sizes, timings: Timings, url: str, round_: int) -> None:
+    """Reads through a Redis-only cache against raw redis-py, sequential and concurrent."""
+    from redis.asyncio import Redis
+
+    text = f"cache:\n  tiers: [{{name: shared, backend: redis, url: '{url}'}}]\n"
+    cache = Cache(parse_config(text, env={}), runtime_context())
+    reads = zipf_keys(sizes.redis_reads, seed=round_)
+    client = Redis.from_url(url)
+    async with cache.running():
+        for index in range(KEYS):
+            await cache.set(f"key{index}", VALUE)
+        raw_keys = [f"jarvis:cache:response:{key}" for key in reads]
+        record(timings, "redis/ours sequential", len(reads), await timed_async(cache.get, reads))
+        record(
+            timings,
+            "redis/redis-py sequential",
+            len(reads),
+            await timed_async(client.get, raw_keys),
+        )
+        elapsed = await concurrent_reads(cache.get, reads)
+        record(timings, f"redis/ours {READERS} readers", len(reads), elapsed)
+        elapsed = await concurrent_reads(client.get, raw_keys)
+        record(timings, f"redis/redis-py {READERS} readers", len(reads), elapsed)
+        assert cache.statistics().tiers[0].misses == 0, "every key was written"
+    await client.aclose()
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def measure(sizes: Sizes) -> tuple[Timings, bool]:
+    """Every case, ``sizes.rounds`` times, interleaved; whether Redis could be measured."""
+    timings: Timings = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
+        directory = Path(tmp)
+        with redis_server(directory) as url:
+            for index in range(sizes.rounds):
+                print(f"round {index + 1}/{sizes.rounds} ...", file=sys.stderr, flush=True)
+                anyio.run(l1_round, sizes, timings, backend="asyncio")
+                anyio.run(sqlite_round, sizes, timings, directory, index, backend="asyncio")
+                if url is not None:
+                    anyio.run(redis_round, sizes, timings, url, index, backend="asyncio")
+    return timings, url is not None
+
+
+COMPARISONS: list[tuple[str, str, str, float | None]] = [
+    # name, ours, baseline, target ratio (ours / baseline, in operations per second)
+    ("L1 hit (lru L1)", "hit/ours lru", "hit/TTLCache.get", 1.0),
+    ("L1 hit (tinylfu L1)", "hit/ours tinylfu", "hit/TTLCache.get", 1.0),
+    ("L1 hit, get_nowait (lru)", "hit/ours lru get_nowait", "hit/TTLCache.get", None),
+    ("L1 hit, get_nowait (tinylfu)", "hit/ours tinylfu get_nowait", "hit/TTLCache.get", None),
+    ("L1 hit (lru L1)", "hit/ours lru", "hit/TTLCache[k]", None),
+    ("L1 hit (lru L1)", "hit/ours lru", "hit/LRUCache.get", None),
+    ("L1 miss (lru L1)", "miss/ours lru", "miss/TTLCache.get", None),
+    ("L1 miss (tinylfu L1)", "miss/ours tinylfu", "miss/TTLCache.get", None),
+    ("L1 set (lru L1)", "set/ours lru", "set/TTLCache", None),
+    ("L1 set (tinylfu L1)", "set/ours tinylfu", "set/TTLCache", None),
+    ("L1 set (lru L1)", "set/ours lru", "set/LRUCache", None),
+    ("SQLite reads", f"read/ours {READERS} readers", "read/diskcache.get best", 1.0),
+    ("SQLite writes", "write/ours behind", "write/diskcache.set", 2.0),
+    ("Redis reads", "redis/ours sequential", "redis/redis-py sequential", None),
+    ("Redis reads", f"redis/ours {READERS} readers", f"redis/redis-py {READERS} readers", None),
+]
+
+
+def compare(timings: Timings) -> list[Case]:
+    one, many = "read/diskcache.get 1 thread", f"read/diskcache.get {READERS} threads"
+    if one in timings and many in timings:
+        best = max((one, many), key=lambda k: statistics.median(timings[k]))
+        timings["read/diskcache.get best"] = timings[best]
+        print(f"diskcache reads: the faster is {best!r}", file=sys.stderr)
+    return [
+        Case(
+            name=name,
+            ours=ours,
+            baseline=baseline,
+            ours_per_s=statistics.median(timings[ours]),
+            baseline_per_s=statistics.median(timings[baseline]),
+            target_ratio=target,
+            ours_rounds_per_s=timings[ours],
+            baseline_rounds_per_s=timings[baseline],
+        )
+        for name, ours, baseline, target in COMPARISONS
+        if ours in timings and baseline in timings
+    ]
+
+
+def table(cases: list[Case]) -> str:
+    """A Markdown table of the cases (it goes to BENCHMARKS.md as it is)."""
+    lines = [
+        "| case | ours | ops/s | µs/op | baseline | ops/s | µs/op | ratio | target | result |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for c in cases:
+        target = "-" if c.target_ratio is None else f">= {c.target_ratio:g}x"
+        result = "-" if c.target_ratio is None else ("PASS" if c.passed else "FAIL")
+        lines.append(
+            f"| {c.name} | {c.ours} | {c.ours_per_s:,.0f} | {1e6 / c.ours_per_s:.2f} | "
+            f"{c.baseline} | {c.baseline_per_s:,.0f} | {1e6 / c.baseline_per_s:.2f} | "
+            f"{c.ratio:.2f}x | {target} | {result} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        **{dist: version(dist) for dist in ("cachetools", "diskcache", "redis", "aiosqlite")},
+    }
+
+
+def write_results(cases: list[Case], sizes: Sizes, redis: bool, path: Path) -> None:
+    record = {
+        "benchmark": "cache_ops",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "sizes": asdict(sizes),
+        "redis_measured": redis,
+        "cases": [{**asdict(c), "ratio": round(c.ratio, 3), "pass": c.passed} for c in cases],
+        "pass": all(c.passed for c in cases),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return 0 when every target is met, else 1."""
+    parser = argparse.ArgumentParser(prog="python -m bench.cache_ops", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the work, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per case (median)")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results path")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error(f"--rounds must be >= 1, got {args.rounds}")
+        sizes = Sizes(sizes.l1_ops, sizes.sqlite_reads, sizes.sqlite_writes, sizes.redis_reads,
+                      args.rounds)  # fmt: skip
+    timings, redis = measure(sizes)
+    cases = compare(timings)
+    print(table(cases))
+    if not redis:
+        print("redis-server not found: the Redis cases were not run", file=sys.stderr)
+    write_results(cases, sizes, redis, args.output)
+    print(f"wrote {args.output}")
+    return 0 if all(c.passed for c in cases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
