@@ -17,8 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The demo: a simulated assistant under the runtime for 20 s, then its latency table.
 run: install
-	$(BIN)/jarvis-runtime run --config config.yaml
+	$(BIN)/jarvis-runtime demo --config config.yaml --duration 20
 
 # System packages some tests drive for real (promtool, Alertmanager, redis-server), when missing.
 system-deps:

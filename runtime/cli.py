@@ -2,7 +2,8 @@
 
 Commands: ``run`` supervises until SIGINT/SIGTERM (SIGHUP reloads the config),
 ``check-config`` validates a file, ``logs`` reads the JSON log (``runtime.logcmd``), ``top``
-shows a running runtime from its metrics endpoint (``runtime.top``). Exit codes:
+shows a running runtime from its metrics endpoint (``runtime.top``), ``demo`` runs a simulated
+assistant and prints its latency against the targets (``runtime.demo``). Exit codes:
 0 success, 1 runtime failure, 2 bad usage or bad configuration. Heavy modules (the runtime
 itself, anyio) are imported by the command that needs them, so ``check-config`` starts fast.
 """
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     from .top import add_top_command
 
     add_top_command(commands)
+    from .demo import add_demo_command
+
+    add_demo_command(commands)
     return parser
 
 

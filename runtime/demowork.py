@@ -1,0 +1,415 @@
+"""The demo's simulated assistant: what arrives, when, and what each piece of work does.
+
+Five streams arrive as Poisson processes (exponential gaps, rates scaled by the load factor):
+wake-word verifications and voice turns (coroutines on the loop: simulated model and network
+waits plus small CPU bits), home-control commands and plugin calls (blocking I/O in threads,
+the plugins under quotas), and background maintenance (pure-Python CPU work in worker
+processes). Voice turns look their utterance's LLM response and embeddings up in the cache;
+utterances and memory snippets are drawn from Zipf distributions, as people repeat themselves.
+
+Every random draw comes from one ``random.Random`` per stream, seeded from ``--seed``: the same
+seed gives the same arrivals and the same work. The functions that run in threads and worker
+processes are module-level (a worker process imports this module by name to run them).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import anyio
+
+from .exceptions import DeadlineExceeded, Overloaded, QuotaExceeded
+from .logging import get_logger
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .app import Runtime
+
+__all__ = [
+    "PLUGINS",
+    "STREAMS",
+    "CacheTally",
+    "Outcomes",
+    "Stream",
+    "Workload",
+    "maintenance_job",
+    "plugin_call",
+    "spin_cpu",
+    "zipf_weights",
+]
+
+log = get_logger("demo")
+
+
+class Stream(NamedTuple):
+    """One kind of arriving work: its name, task class and arrival rate at load 1.0."""
+
+    name: str
+    task_class: str
+    rate_per_s: float
+    about: str
+
+
+# A busy household's day compressed: a few requests a second keep every class measured.
+STREAMS = (
+    Stream("wake_word", "wake_word", 2.0, "verify a wake-word candidate (on the loop)"),
+    Stream("voice", "voice", 1.5, "a voice turn: STT, embeddings and LLM through the cache"),
+    Stream("command", "command", 0.6, "a home-control command (blocking I/O, thread)"),
+    Stream("plugin", "command", 0.8, "a plugin call under its quota (blocking I/O, thread)"),
+    Stream("background", "background", 0.5, "maintenance: 100-300 ms of CPU (process)"),
+)
+
+# The demo's plugins and their quotas (rate in calls per second), registered unless the
+# config already declares them; the rates are above the demo's average so only bursts wait.
+PLUGINS: dict[str, dict[str, Any]] = {
+    "weather": {"timeout_s": 1.0, "rate": 2.0, "burst": 3, "max_concurrency": 2},
+    "calendar": {"timeout_s": 1.0, "rate": 4.0, "burst": 4, "max_concurrency": 2},
+}
+
+_UTTERANCE_PATTERNS = (
+    "what's the weather {when}",
+    "turn {state} the {room} lights",
+    "set a timer for {minutes} minutes",
+    "play {genre} in the {room}",
+)
+_FILLERS = {
+    "when": ["today", "tomorrow", "this evening", "this weekend"],
+    "state": ["on", "off"],
+    "room": ["kitchen", "living room", "bedroom"],
+    "minutes": ["five", "ten", "twenty"],
+    "genre": ["jazz", "the news", "a podcast"],
+}
+
+
+def _utterances() -> list[str]:
+    """Every utterance the simulated household says, most popular first (Zipf rank order)."""
+    out: list[str] = []
+    for pattern in _UTTERANCE_PATTERNS:
+        keys = [k for k in _FILLERS if "{" + k + "}" in pattern]
+        for values in itertools.product(*(_FILLERS[k] for k in keys)):
+            out.append(pattern.format(**dict(zip(keys, values, strict=True))))
+    random.Random(7).shuffle(out)  # interleave the patterns across the popularity ranks
+    return out
+
+
+UTTERANCES = _utterances()
+SNIPPETS = [f"memory note {i}" for i in range(200)]  # what retrieval finds for a turn
+
+
+def zipf_weights(n: int, exponent: float) -> list[float]:
+    """Cumulative Zipf weights of ranks 1..n (``random.choices(cum_weights=...)``).
+
+    Raises ``ValueError`` for ``n`` < 1 or an ``exponent`` that is not > 0.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not exponent > 0:
+        raise ValueError(f"exponent must be > 0, got {exponent}")
+    return list(itertools.accumulate(1.0 / rank**exponent for rank in range(1, n + 1)))
+
+
+_UTTERANCE_WEIGHTS = zipf_weights(len(UTTERANCES), 1.2)
+_SNIPPET_WEIGHTS = zipf_weights(len(SNIPPETS), 1.1)
+
+
+# -- the work itself -------------------------------------------------------------------------
+
+
+def spin_cpu(ms: float) -> int:
+    """Busy pure-Python arithmetic for ``ms`` milliseconds of wall time; returns a checksum."""
+    end = time.perf_counter() + ms / 1000
+    x = 1
+    while time.perf_counter() < end:
+        for _ in range(200):
+            x = (x * 31 + 7) % 1_000_003
+    return x
+
+
+def maintenance_job(cpu_ms: float) -> int:
+    """Background maintenance in a worker process: ``cpu_ms`` of this process's CPU time.
+
+    Measured as CPU time, so time spent paused (the scheduler stops background workers while
+    urgent work runs) does not count as work done.
+    """
+    end = time.process_time() + cpu_ms / 1000
+    x = 1
+    while time.process_time() < end:
+        for _ in range(2000):
+            x = (x * 31 + 7) % 1_000_003
+    return x
+
+
+def plugin_call(name: str, io_s: float) -> str:
+    """A plugin's blocking call (an HTTP request, a file): runs in a worker thread."""
+    time.sleep(io_s)
+    return f"{name}: ok"
+
+
+def home_command(device: str, io_s: float) -> str:
+    """A home-control command: blocking I/O to a device, in a worker thread."""
+    time.sleep(io_s)
+    spin_cpu(0.2)
+    return f"{device}: done"
+
+
+def _embedding(text: str, size: int = 32) -> list[float]:
+    """A deterministic stand-in for an embedding vector."""
+    seed = zlib.crc32(text.encode())
+    return [((seed * (i + 1)) % 1000) / 1000 for i in range(size)]
+
+
+class VoiceTurn(NamedTuple):
+    """One voice turn's draws: what was said, what retrieval finds, and how slow things are."""
+
+    utterance: str
+    snippets: tuple[str, ...]
+    stt_s: float
+    embed_s: float
+    llm_s: float
+    cpu_ms: float
+
+
+# -- counting outcomes ------------------------------------------------------------------------
+
+
+class Outcomes:
+    """How the demo's requests of one stream ended, as the assistant saw them."""
+
+    __slots__ = ("completed", "failed", "late", "refused", "submitted")
+
+    def __init__(self) -> None:
+        self.submitted = self.completed = self.late = self.refused = self.failed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.completed - self.late - self.refused - self.failed
+
+
+class CacheTally:
+    """One namespace's lookups from the demo's side: which keys repeat, which were computed.
+
+    A repeated request is a lookup of a key already asked for in this run; it should be a hit
+    (the first request of a key is a miss unless a previous run left it in a persistent tier).
+    """
+
+    __slots__ = ("computed", "lookups", "repeat_misses", "repeats", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.lookups = self.repeats = self.repeat_misses = self.computed = 0
+
+    def start(self, key: str) -> bool:
+        """Count a lookup of ``key``; True when it is a repeated request."""
+        self.lookups += 1
+        repeat = key in self.seen
+        self.seen.add(key)
+        self.repeats += repeat
+        return repeat
+
+    def end(self, *, repeat: bool, computed: bool) -> None:
+        self.computed += computed
+        self.repeat_misses += repeat and computed
+
+    @property
+    def repeat_hit_rate(self) -> float | None:
+        """Hits among repeated requests; None before the first repeat."""
+        if not self.repeats:
+            return None
+        return 1 - self.repeat_misses / self.repeats
+
+
+# -- the assistant ------------------------------------------------------------------------------
+
+DEVICES = ("thermostat", "kitchen lights", "front door lock", "tv")
+
+Request = Callable[[], Awaitable[Any]]
+
+
+async def verify_wake_word(model_s: float, cpu_ms: float) -> bool:
+    """Second-stage wake-word check: wait for the verifier model, score the frame."""
+    await anyio.sleep(model_s)
+    return spin_cpu(cpu_ms) % 2 == 0
+
+
+async def _embed(text: str, delay_s: float) -> list[float]:
+    """A simulated embedding model call (network or accelerator I/O)."""
+    await anyio.sleep(delay_s)
+    return _embedding(text)
+
+
+async def _llm(text: str, delay_s: float) -> str:
+    """A simulated LLM call: the slow, expensive thing the response cache saves."""
+    await anyio.sleep(delay_s)
+    return f"(an answer to '{text}')"
+
+
+def _service(rt: Runtime, name: str) -> Any:
+    """``rt.<name>``, or None when the runtime does not run that service."""
+    try:
+        return getattr(rt, name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def register_plugins(rt: Runtime) -> list[str]:
+    """Give the demo's plugins their quotas, unless the config declares them; returns the
+    names registered here (none when quotas are not running)."""
+    quotas = _service(rt, "quotas")
+    if quotas is None:
+        return []
+    known = quotas.plugins()
+    added = [name for name in PLUGINS if name not in known]
+    for name in added:
+        quotas.register(name, **PLUGINS[name])
+    return added
+
+
+class Workload:
+    """The simulated assistant: submits each stream's work to ``rt`` as it arrives.
+
+    ``outcomes`` counts how each stream's requests ended, ``caches`` the cache lookups per
+    namespace. ``load`` multiplies every arrival rate. Raises ``ValueError`` for a ``load``
+    that is not a finite number > 0.
+    """
+
+    def __init__(self, rt: Runtime, *, load: float = 1.0, seed: int = 1) -> None:
+        if not (load > 0 and math.isfinite(load)):
+            raise ValueError(f"load must be a finite number > 0, got {load!r}")
+        self._rt = rt
+        self._load = load
+        self._cache = _service(rt, "cache")
+        # A string seed is hashed with SHA-512 by random: the same on every run and machine.
+        self._rngs = {s.name: random.Random(f"{seed}:{s.name}") for s in STREAMS}
+        self._arrivals = anyio.CancelScope()
+        self._makers: dict[str, Callable[[random.Random], Request]] = {
+            "wake_word": self._wake_word,
+            "voice": self._voice,
+            "command": self._command,
+            "plugin": self._plugin,
+            "background": self._background,
+        }
+        self.outcomes = {s.name: Outcomes() for s in STREAMS}
+        self.caches = {"response": CacheTally(), "embedding": CacheTally()}
+
+    @property
+    def cache_running(self) -> bool:
+        return self._cache is not None
+
+    def stop(self) -> None:
+        """Stop the arrivals now (what is in flight still finishes)."""
+        self._arrivals.cancel()
+
+    async def run(self, duration_s: float, *, grace_s: float = 10.0) -> float:
+        """Let work arrive for ``duration_s``, then wait up to ``grace_s`` for what is in
+        flight; what is still unfinished then is cancelled (counted as in flight). Returns
+        the seconds work arrived for (less than ``duration_s`` after ``stop()``)."""
+        started = anyio.current_time()
+        async with anyio.create_task_group() as work:
+            with self._arrivals:
+                self._arrivals.deadline = started + duration_s
+                async with anyio.create_task_group() as arrivals:
+                    for stream in STREAMS:
+                        arrivals.start_soon(self._arrive, stream, work)
+            arrived_s = anyio.current_time() - started
+            work.cancel_scope.deadline = anyio.current_time() + grace_s
+        return arrived_s
+
+    async def _arrive(self, stream: Stream, work: TaskGroup) -> None:
+        rng = self._rngs[stream.name]
+        rate_per_s = stream.rate_per_s * self._load
+        make = self._makers[stream.name]
+        next_at = anyio.current_time()
+        while True:
+            next_at += rng.expovariate(rate_per_s)  # Poisson arrivals: exponential gaps
+            await anyio.sleep_until(next_at)
+            work.start_soon(self._one, stream, make(rng))
+
+    async def _one(self, stream: Stream, request: Request) -> None:
+        outcome = self.outcomes[stream.name]
+        outcome.submitted += 1
+        try:
+            await request()
+        except DeadlineExceeded:
+            outcome.late += 1
+        except (Overloaded, QuotaExceeded):
+            outcome.refused += 1
+        except Exception as exc:  # counted and shown in the table; the demo goes on
+            outcome.failed += 1
+            log.warning("demo request failed", stream=stream.name, error=repr(exc))
+        else:
+            outcome.completed += 1
+
+    # -- what each stream submits -------------------------------------------------------------
+
+    def _wake_word(self, rng: random.Random) -> Request:
+        model_s, cpu_ms = rng.uniform(0.005, 0.02), rng.uniform(0.5, 2.0)
+        return functools.partial(self._rt.submit, verify_wake_word, model_s, cpu_ms,
+                                 task_class="wake_word")  # fmt: skip
+
+    def _voice(self, rng: random.Random) -> Request:
+        turn = VoiceTurn(
+            utterance=rng.choices(UTTERANCES, cum_weights=_UTTERANCE_WEIGHTS)[0],
+            snippets=tuple(rng.choices(SNIPPETS, cum_weights=_SNIPPET_WEIGHTS, k=3)),
+            stt_s=rng.uniform(0.015, 0.06),
+            embed_s=rng.uniform(0.01, 0.03),
+            llm_s=rng.uniform(0.06, 0.18),
+            cpu_ms=rng.uniform(0.5, 2.0),
+        )
+        return functools.partial(self._rt.submit, self.voice_turn, turn, task_class="voice")
+
+    def _command(self, rng: random.Random) -> Request:
+        device, io_s = rng.choice(DEVICES), rng.uniform(0.02, 0.15)
+        return functools.partial(self._rt.submit, home_command, device, io_s,
+                                 task_class="command")  # fmt: skip
+
+    def _plugin(self, rng: random.Random) -> Request:
+        name, io_s = rng.choice(sorted(PLUGINS)), rng.uniform(0.02, 0.15)
+        return functools.partial(self._rt.submit, plugin_call, name, io_s,
+                                 task_class="command", plugin=name)  # fmt: skip
+
+    def _background(self, rng: random.Random) -> Request:
+        cpu_ms = rng.uniform(100, 300)
+        return functools.partial(self._rt.submit, maintenance_job, cpu_ms,
+                                 task_class="background")  # fmt: skip
+
+    # -- a voice turn ---------------------------------------------------------------------------
+
+    async def voice_turn(self, turn: VoiceTurn) -> str:
+        """Speech to text, embeddings of the utterance and of what retrieval found (at once),
+        then the LLM's response; embeddings and responses come from the cache when it has
+        them."""
+        await anyio.sleep(turn.stt_s)  # streaming speech-to-text
+        spin_cpu(turn.cpu_ms)  # normalizing and tokenizing the transcript
+        async with anyio.create_task_group() as lookups:
+            for text in (turn.utterance, *turn.snippets):
+                embed = functools.partial(_embed, text, turn.embed_s)
+                lookups.start_soon(self._lookup, "embedding", text, embed)
+        answer = functools.partial(_llm, turn.utterance, turn.llm_s)
+        response: str = await self._lookup("response", turn.utterance, answer)
+        return response
+
+    async def _lookup(self, namespace: str, key: str, compute: Request) -> Any:
+        """``compute()`` through the cache's single-flight read-through, counted."""
+        tally = self.caches[namespace]
+        repeat = tally.start(key)
+        computed = False
+
+        async def counted() -> Any:
+            nonlocal computed
+            computed = True
+            return await compute()
+
+        try:
+            if self._cache is None:
+                return await counted()
+            return await self._cache.get_or_compute(key, counted, namespace=namespace)
+        finally:
+            tally.end(repeat=repeat, computed=computed)

@@ -1,0 +1,385 @@
+"""``jarvis-runtime demo``: short real runs (in process and as a process), bad input, the table.
+
+The runs are real (a Runtime, worker processes, real time) but short: 2 s at half the base
+load. Seed 37 gives every stream an arrival within the first 1.1 s, so every class has tasks.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from runtime.actor import ActorStatistics
+from runtime.channel import ChannelStatistics
+from runtime.cli import main
+from runtime.demo import demo_config_problems
+from runtime.demoreport import (
+    CacheRow,
+    ClassRow,
+    PluginRow,
+    Resources,
+    Summary,
+    restarts,
+)
+from runtime.demotable import Marks, progress_line, render_summary
+from runtime.demowork import CacheTally, Outcomes, Workload, zipf_weights
+from runtime.supervisor import SupervisorStatistics
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ("wake_word", "voice", "command", "background")
+SHORT = ["--duration", "2", "--load", "0.5", "--seed", "37"]
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    """A config whose files all live under ``tmp_path``."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"logging: {{file: {tmp_path / 'log' / 'runtime.jsonl'}}}\n"
+        "sampler: {history_path: null}\n"
+        "alerts: {history_path: null}\n"
+        "cache:\n  tiers: [{name: l1, backend: memory, policy: tinylfu, max_entries: 1000}]\n"
+        + extra
+    )
+    return path
+
+
+def class_marks(out: str) -> dict[str, str]:
+    """The result word of each class row of the table."""
+    marks = {}
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] in CLASSES and len(words) > 8:
+            marks[words[0]] = next(w for w in words if w in ("PASS", "FAIL", "n/a"))
+    return marks
+
+
+def log_actors(path: Path) -> Counter[str]:
+    lines = path.read_text().splitlines()
+    return Counter(msgspec.json.decode(line).get("actor", "") for line in lines)
+
+
+# -- real runs ---------------------------------------------------------------------------------
+
+
+def test_demo_in_process_prints_every_class_with_a_mark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 2 s run exits 0; every class has a PASS or FAIL mark; the log has several actors."""
+    config = write_config(tmp_path)
+    code = main(["demo", "--config", str(config), *SHORT])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    marks = class_marks(out)
+    assert set(marks) == set(CLASSES)
+    assert set(marks.values()) <= {"PASS", "FAIL"}
+    assert "✓ PASS" in out or "✗ FAIL" in out
+    assert "cache namespace" in out or "cache: not running" in out
+    assert "CPU, average" in out and "memory, peak RSS" in out
+    assert "/2 s] CPU" in out  # progress lines (stdout is no tty here)
+    actors = log_actors(tmp_path / "log" / "runtime.jsonl")
+    assert {"demo", "runtime", "scheduler"} <= set(actors)
+
+
+@pytest.mark.slow
+def test_demo_as_a_process(tmp_path: Path) -> None:
+    """``python -m runtime demo`` runs, prints the table, exits 0 and writes the log."""
+    config = write_config(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "demo", "--config", str(config), *SHORT],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert set(class_marks(done.stdout)) == set(CLASSES)
+    assert "actor restarts: 0" in done.stdout
+    assert len(log_actors(tmp_path / "log" / "runtime.jsonl")) >= 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_early_and_still_prints_the_table(tmp_path: Path) -> None:
+    """SIGINT during a long run stops the arrivals; the table is printed; exit 130."""
+    config = write_config(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "runtime", "demo", "--config", str(config),
+         "--duration", "600", "--seed", "37"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().startswith("jarvis-runtime demo: 600 s")
+        assert proc.stdout.readline().startswith("arrivals:")  # the demo listens for SIGINT
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert set(class_marks(out)) == set(CLASSES)
+
+
+def test_a_crash_during_the_run_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure inside the run is a runtime failure: traceback, a message, exit 1."""
+
+    async def broken(self: Workload, duration_s: float, *, grace_s: float = 0.0) -> float:
+        raise RuntimeError("the workload broke")
+
+    monkeypatch.setattr(Workload, "run", broken)
+    assert main(["demo", "--config", str(write_config(tmp_path)), *SHORT]) == 1
+    err = capsys.readouterr().err
+    assert "the workload broke" in err and "error: the runtime failed" in err
+
+
+def test_a_log_file_that_cannot_be_opened_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log file under a regular file is a bad config: exit 2 before anything starts."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(str(tmp_path / "log"), str(blocker)))
+    assert main(["demo", "--config", str(config), *SHORT]) == 2
+    err = capsys.readouterr().err
+    assert f"$.logging.file: cannot open {str(blocker / 'runtime.jsonl')!r}" in err
+    assert "Traceback" not in err
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "0"], "argument --duration: must be a number > 0, got '0'"),
+        (["--duration", "-3"], "argument --duration: must be a number > 0, got '-3'"),
+        (["--duration", "soon"], "argument --duration: must be a number > 0, got 'soon'"),
+        (["--load", "0"], "argument --load: must be a number > 0, got '0'"),
+        (["--load", "inf"], "argument --load: must be a number > 0, got 'inf'"),
+        (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each bad option value exits 2 and names the option and the value."""
+    assert main(["demo", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--config naming no file exits 2 and says which."""
+    missing = tmp_path / "nope.yaml"
+    assert main(["demo", "--config", str(missing)]) == 2
+    assert f"error: --config {str(missing)!r}: no such file" in capsys.readouterr().err
+
+
+def test_an_invalid_config_exits_2_with_its_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config with problems exits 2, one line per problem with its path."""
+    config = write_config(tmp_path, "sampler:\n  intervall_ms: 5\n")
+    config.write_text(config.read_text().replace("sampler: {history_path: null}\n", ""))
+    assert main(["demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "$.sampler.intervall_ms" in err and "is not valid" in err
+
+
+def test_a_config_without_the_assistant_classes_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo needs the scheduler, the profiler and the four classes; it says what lacks."""
+    config = write_config(
+        tmp_path,
+        "profiler: {enabled: false}\n"
+        "scheduler:\n  classes:\n    voice: {priority: 1, deadline_ms: 1000}\n",
+    )
+    assert main(["demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "$.profiler.enabled: the demo needs the profiler" in err
+    assert "missing wake_word, command, background" in err
+
+
+def test_config_problems_empty_for_the_shipped_config() -> None:
+    """The shipped config.yaml runs the demo as it is."""
+    from runtime.config import load_config
+
+    assert demo_config_problems(load_config(ROOT / "config.yaml")) == []
+
+
+def test_help_says_the_marks_are_not_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help explains the options and that PASS/FAIL does not change the exit code."""
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--duration S" in out and "--load F" in out and "--seed N" in out
+    assert "PASS/FAIL marks are information, not the exit code" in out
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def class_row(name: str, **changes: object) -> ClassRow:
+    row = ClassRow(name=name, target_ms=500.0, measured=10, p50_ms=10.0, p95_ms=20.0,
+                   p99_ms=30.0, completed=10, deadline_misses=0, refused=0, failed=0)  # fmt: skip
+    return msgspec.structs.replace(row, **changes)
+
+
+def summary(**changes: object) -> Summary:
+    base = Summary(
+        config="config.yaml", duration_s=20.0, load=1.0, seed=1,
+        classes=[class_row("wake_word"), class_row("voice", p99_ms=1200.0, target_ms=1000.0),
+                 class_row("background", target_ms=None, p99_ms=250.0)],
+        plugins=[PluginRow(name="weather", quota="2/s burst 3", calls=8, completed=8,
+                           throttled=1, refused=0, terminated=0)],
+        caches=[CacheRow(namespace="response", hits=25, misses=5, hit_rate=25 / 30, repeats=25,
+                         repeat_hit_rate=1.0)],
+        resources=Resources(samples=20, cpu_avg_percent=8.5, cpu_peak_percent=14.0,
+                            rss_peak_mb=120.0, machine_cpu_avg_percent=30.0,
+                            cpu_budget_percent=20.0, memory_budget_mb=2048.0),
+        alerts={"HighCpuUsage": 1}, pending=[], restarts={}, unfinished=0,
+        log_file="var/log/runtime.jsonl",
+    )  # fmt: skip
+    return msgspec.structs.replace(base, **changes)
+
+
+def test_table_marks_each_result_against_its_target() -> None:
+    """p99 within the deadline passes, above it fails; the cache and budget are marked."""
+    text = render_summary(summary(), Marks())
+    rows = {line.split()[0]: line for line in text.splitlines() if line}
+    assert "✓ PASS" in rows["wake_word"] and "< 500 ms" in rows["wake_word"]
+    assert "✗ FAIL" in rows["voice"] and "1200" in rows["voice"]
+    assert "✓ PASS" in rows["background"] and "progress" in rows["background"]
+    assert "100.0%" in rows["response"] and "✓ PASS" in rows["response"]
+    assert "8.5 %" in text and "< 20 %" in text and "120 MB" in text and "< 2048 MB" in text
+    assert "alerts fired: HighCpuUsage x1" in text
+    assert "weather (2/s burst 3)" in text
+
+
+def test_table_says_what_is_not_running() -> None:
+    """No cache, no quotas, no samples: each is said, not shown as zeros."""
+    text = render_summary(summary(caches=None, plugins=[], resources=None), Marks())
+    assert "cache: not running" in text
+    assert "plugins: quotas are not running" in text
+    assert "resources: no sample yet" in text
+
+
+def test_table_reports_restarts_and_unfinished_requests() -> None:
+    """Restarts are summed and named; requests cut off at the end are counted."""
+    text = render_summary(summary(restarts={"sampler": 2}, unfinished=3, log_file=None), Marks())
+    assert "actor restarts: 2 (sampler x2)" in text
+    assert "requests unfinished when the demo stopped waiting: 3" in text
+    assert "logs: none" in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, True),
+        ({"p99_ms": 501.0}, False),
+        ({"measured": 0, "completed": 0}, None),
+        ({"measured": 0, "completed": 0, "refused": 4}, False),
+        ({"target_ms": None, "measured": 0, "completed": 0, "refused": 2}, False),
+        ({"target_ms": None, "p99_ms": 9000.0}, True),
+    ],
+)
+def test_class_result(changes: dict[str, object], expected: bool | None) -> None:
+    """Deadline classes pass on p99; background passes when it progressed; none: nothing."""
+    assert class_row("x", **changes).passed is expected
+
+
+def test_cache_result_is_on_repeated_requests() -> None:
+    """The cache row passes above 90 % hits on repeats, and has no result without repeats."""
+    row = CacheRow(namespace="embedding", hits=9, misses=1, hit_rate=0.9, repeats=10,
+                   repeat_hit_rate=0.9)  # fmt: skip
+    assert row.passed is False
+    assert msgspec.structs.replace(row, repeat_hit_rate=0.95).passed is True
+    assert msgspec.structs.replace(row, repeat_hit_rate=None).passed is None
+
+
+class Terminal(io.StringIO):
+    """A stdout that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_marks_fit_the_stream() -> None:
+    """Colored on a terminal, plain in a pipe, without color under NO_COLOR, ASCII for ascii."""
+    assert Marks.for_stream(Terminal(), env={}).of(True) == "\033[32m✓ PASS\033[0m"
+    assert Marks.for_stream(Terminal(), env={"NO_COLOR": "1"}).of(False) == "✗ FAIL"
+    assert Marks.for_stream(io.StringIO(), env={}).of(None, 7) == "- n/a  "
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    assert Marks.for_stream(ascii_out, env={}).of(True) == "+ PASS"
+
+
+def test_progress_line_shows_time_counts_p99_and_cpu() -> None:
+    """The status line holds elapsed time, tasks done and p99 per class, and CPU."""
+    line = progress_line(3.25, 20, {"voice": 4, "command": 2}, {"voice": 212.4}, 7.6)
+    assert line == "[3.2/20 s] CPU 8% | voice 4/212 command 2/-"
+    assert progress_line(0.5, 2.5, {}, {}, None) == "[0.5/2.5 s] CPU - | "
+
+
+# -- the pieces of the workload ---------------------------------------------------------------
+
+
+def test_cache_tally_counts_repeats_and_their_misses() -> None:
+    """A key asked again is a repeat; a repeat that had to be computed is a repeat miss."""
+    tally = CacheTally()
+    first = tally.start("a")
+    tally.end(repeat=first, computed=True)
+    again = tally.start("a")
+    tally.end(repeat=again, computed=False)
+    evicted = tally.start("a")
+    tally.end(repeat=evicted, computed=True)
+    assert (first, again, evicted) == (False, True, True)
+    assert (tally.lookups, tally.repeats, tally.repeat_misses) == (3, 2, 1)
+    assert tally.repeat_hit_rate == 0.5
+    assert CacheTally().repeat_hit_rate is None
+
+
+def test_outcomes_in_flight_is_what_has_not_ended() -> None:
+    """Submitted minus every way a request ends."""
+    outcomes = Outcomes()
+    outcomes.submitted, outcomes.completed, outcomes.refused = 5, 2, 1
+    assert outcomes.in_flight == 2
+
+
+def test_zipf_weights_fall_by_rank_and_refuse_bad_input() -> None:
+    """Cumulative 1/rank**s weights; n < 1 and exponent <= 0 are ValueErrors."""
+    assert zipf_weights(3, 1.0) == pytest.approx([1.0, 1.5, 1.5 + 1 / 3])
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        zipf_weights(0, 1.0)
+    with pytest.raises(ValueError, match="exponent must be > 0, got 0"):
+        zipf_weights(3, 0)
+
+
+def test_workload_refuses_a_bad_load() -> None:
+    """A load that is not a finite number > 0 is a ValueError naming it."""
+    with pytest.raises(ValueError, match="load must be a finite number > 0, got 0"):
+        Workload(object(), load=0)  # type: ignore[arg-type]
+
+
+def test_restarts_are_summed_over_the_tree() -> None:
+    """Restarts come from every supervisor of the tree, by actor name."""
+    mailbox = ChannelStatistics(
+        name="", capacity=1, policy="block", depth=0, high_water=0, sent=0, received=0,
+        dropped=0, waiting_senders=0, waiting_receivers=0, closed=False,
+    )  # fmt: skip
+
+    def actor(name: str, count: int) -> ActorStatistics:
+        return ActorStatistics(name=name, state="running", restarts=count, handled=0,
+                               failed=0, mailbox=mailbox)  # fmt: skip
+
+    inner = SupervisorStatistics(name="alerts", strategy="one_for_one", restarts=1,
+                                 actors=[actor("sink", 1)], supervisors=[])  # fmt: skip
+    root = SupervisorStatistics(name="jarvis", strategy="one_for_one", restarts=2,
+                                actors=[actor("sampler", 2), actor("profiler", 0)],
+                                supervisors=[inner])  # fmt: skip
+    assert restarts(root) == {"sampler": 2, "sink": 1}
