@@ -141,13 +141,13 @@ class CacheHost(Supervisor):
 
     async def run(self, started: Callable[[], None] = lambda: None) -> None:
         async with anyio.create_task_group() as tg:
-            self._cache._tg = tg
+            self._cache._computations.tg = tg
             try:
                 await super().run(started)
             finally:
-                self._cache._tg = None
+                self._cache._computations.tg = None
                 tg.cancel_scope.cancel()
 
     def request_stop(self, *, drain: bool, normal_exit: bool = False) -> None:
-        self._cache.cancel_background()
+        self._cache._computations.cancel_background()
         super().request_stop(drain=drain, normal_exit=normal_exit)

@@ -14,9 +14,18 @@ cap); its ``tti_s`` ends an entry not read for that long, stale window or not.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-__all__ = ["INFINITY", "MemoryEntry", "Record", "lifetime", "within_tier"]
+__all__ = [
+    "INFINITY",
+    "MemoryEntry",
+    "Record",
+    "check_seconds",
+    "check_tags",
+    "lifetime",
+    "within_tier",
+]
 
 INFINITY = math.inf
 
@@ -73,3 +82,28 @@ def within_tier(
     capped = now + ttl_s
     window_s = 0.0 if expires_at == INFINITY else keep_until - expires_at  # inf - inf is nan
     return capped, capped + window_s
+
+
+def check_seconds(name: str, value: float | None) -> float | None:
+    """A lifetime argument: seconds > 0, or None; infinity means None (forever).
+
+    Raises ``ValueError`` naming the argument and the bad value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+    return None if math.isinf(value) else float(value)
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags as a tuple of non-empty strs. Raises ``ValueError`` for a str or an empty tag."""
+    if tags == ():
+        return ()
+    if isinstance(tags, str):
+        raise ValueError(f"tags must be a list of str, got the str {tags!r}; write [{tags!r}]")
+    checked = tuple(tags)
+    for tag in checked:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"each tag must be a non-empty str, got {tag!r}")
+    return checked

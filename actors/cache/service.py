@@ -17,10 +17,8 @@ Standalone (a script, a benchmark)::
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +35,13 @@ from runtime.supervisor import Supervisor
 
 from . import codec
 from .actor import Flush
-from .entry import Record, lifetime
-from .flight import Flights
+from .compute import Computations, Compute, Job
+from .entry import check_seconds, check_tags
 from .memory import DecodeErrors, MemoryTier
 from .reads import Found, Reader
 from .stats import ACTOR, CacheEvents, CacheStatistics, NamespaceCounts, hit_rate
-from .tiers import SlowTier, Tier, build_tiers, restart_shape
+from .tiers import SlowTier, Tier, build_tiers, reconfigure
+from .writes import Writer
 
 if TYPE_CHECKING:
     from runtime.actor import ActorContext, ActorRef
@@ -50,9 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Cache", "Compute"]
 
 _MISSING: Any = object()  # not in L1 (None is a value: a cached "not found")
-
-Compute = Callable[[], Any]
-"""What ``get_or_compute`` calls on a miss: a function or coroutine function of no arguments."""
 
 
 class _Namespace(NamespaceCounts):
@@ -92,14 +88,10 @@ class Cache:
         # The hot path: an L1 that holds values as they are is read without decoding.
         self._l1 = first if type(first) is MemoryTier else None
         self._namespaces = {n: _Namespace(n, c) for n, c in section.namespaces.items()}
-        self._flights = Flights()
+        self._computations = Computations(self._store_result, self._log)
         self._reader = Reader(self.tiers, self._events, self._log, self._clock)
-        self._epoch = 0  # bumped by every invalidation: a computation that spans one is not kept
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._writer = Writer(self.tiers, self._events, self._wall, self._computations)
         self._actor: ActorRef | None = None  # set by CacheHost
-        self._background: set[anyio.CancelScope] = set()
-        self._revalidating: set[tuple[str, str]] = set()
-        self.revalidations = 0
         self.shutdown_timeout_s = 30.0
         if isinstance(config, Config):
             self.shutdown_timeout_s = config.runtime.shutdown_timeout_ms / 1000
@@ -251,87 +243,27 @@ class Cache:
         ns = self._ns(namespace)
         if not callable(compute):
             raise TypeError(f"compute must be a function of no arguments; got {compute!r}")
-        tags_t = _check_tags(tags)
-        ttl = _check_seconds("ttl", ttl)
-        stale_s = _check_seconds("stale_s", stale_s)
-        found = await self._reader.read(namespace, key, type, stale_ok=True, skip_l1=False)
-        if found is not None:
-            self._count(ns, key, found, None)
-            if found.stale:
-                self._revalidate(ns, key, compute, ttl, tags_t, stale_s)
-            return found.value
-        self._count(ns, key, None, None)
-        if (namespace, key) in self._flights:
-            ns.coalesced += 1
-        return await self._flights.run(
-            (namespace, key), lambda: self._compute(ns, key, compute, ttl, tags_t, stale_s)
+        job = Job(
+            namespace,
+            ns,
+            key,
+            compute,
+            check_seconds("ttl", ttl),
+            check_tags(tags),
+            check_seconds("stale_s", stale_s),
         )
+        found = await self._reader.read(namespace, key, type, stale_ok=True, skip_l1=False)
+        self._count(ns, key, found, None)
+        if found is None:
+            return await self._computations.run(job)
+        if found.stale:
+            self._computations.revalidate(job)
+        return found.value
 
-    async def _compute(
-        self,
-        ns: _Namespace,
-        key: str,
-        compute: Compute,
-        ttl: float | None,
-        tags: tuple[str, ...],
-        stale_s: float | None,
-    ) -> Any:
-        epoch = self._epoch
-        ns.computes += 1
-        try:
-            value = compute()
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception:
-            ns.errors += 1
-            raise
-        if epoch == self._epoch:  # no invalidation meanwhile: the value is still current
-            await self._set(ns, key, value, ttl, tags, stale_s)
-        return value
-
-    def _revalidate(
-        self,
-        ns: _Namespace,
-        key: str,
-        compute: Compute,
-        ttl: float | None,
-        tags: tuple[str, ...],
-        stale_s: float | None,
-    ) -> None:
-        """Recompute a stale entry in the background, once however many readers saw it."""
-        pkey = (ns.name, key)
-        if self._tg is None or pkey in self._revalidating or pkey in self._flights:
-            return
-        self._revalidating.add(pkey)
-        self.revalidations += 1
-
-        async def work() -> Any:
-            return await self._compute(ns, key, compute, ttl, tags, stale_s)
-
-        self._tg.start_soon(self._in_background, pkey, work)
-
-    async def _in_background(
-        self, pkey: tuple[str, str], work: Callable[[], Awaitable[Any]]
-    ) -> None:
-        with anyio.CancelScope() as scope:
-            self._background.add(scope)
-            try:
-                await self._flights.run(pkey, work)
-            except Exception as exc:
-                self._log.warning(
-                    "revalidation failed; the stale value stays until its window ends",
-                    namespace=pkey[0],
-                    key=pkey[1],
-                    error=repr(exc),
-                )
-            finally:
-                self._background.discard(scope)
-                self._revalidating.discard(pkey)
-
-    def cancel_background(self) -> None:
-        """Cancel the revalidations under way (the cache is stopping)."""
-        for scope in list(self._background):
-            scope.cancel()
+    async def _store_result(self, job: Job, value: Any) -> None:
+        ns = self._namespaces.get(job.namespace)
+        if ns is not None:  # a reload may have removed the namespace meanwhile
+            await self._set(ns, job.key, value, job.ttl, job.tags, job.stale_s)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -355,7 +287,7 @@ class Cache:
         ns = self._ns(namespace)
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")
-        await self._set(ns, key, value, _check_seconds("ttl", ttl), _check_tags(tags), None)
+        await self._set(ns, key, value, check_seconds("ttl", ttl), check_tags(tags), None)
 
     async def _set(
         self,
@@ -366,68 +298,27 @@ class Cache:
         tags: tuple[str, ...],
         stale_s: float | None,
     ) -> None:
-        config = ns.config
-        if value is None:
-            ttl = ttl if ttl is not None else config.negative_ttl_s
-            if ttl is None:
-                await self.invalidate(key, ns.name)
-                return
-            data, stale_s = codec.NEGATIVE, None
-        else:
-            data = codec.encode(value, key, ns.name)
-            ttl = ttl if ttl is not None else config.ttl_s
-            stale_s = stale_s if stale_s is not None else config.stale_s
-        now = self._wall()
-        expires_at, keep_until = lifetime(now, ttl, stale_s)
-        ns.sets += 1
-        record = Record(data, expires_at, keep_until, tags)
-        for tier in self.tiers:
-            if isinstance(tier, MemoryTier):
-                tier.put(ns.name, key, value, data, expires_at, keep_until, tags, now)
-            else:
-                await tier.store(ns.name, key, record, now)
+        if await self._writer.write(ns.name, ns.config, key, value, ttl, tags, stale_s):
+            ns.sets += 1
 
     # -- invalidation -------------------------------------------------------------------------
 
     async def invalidate(self, key: str, namespace: str = "response") -> None:
         """Drop ``key`` from every tier. Raises ``ValueError`` for a bad namespace."""
-        self._ns(namespace)
-        self._epoch += 1
-        for tier in self.tiers:
-            if isinstance(tier, MemoryTier):
-                tier.remove(namespace, key)
-            else:
-                await tier.remove(namespace, key)
-        self._events.invalidated(namespace, key=key)
+        await self._writer.invalidate(self._ns(namespace).name, key)
 
     async def invalidate_namespace(self, namespace: str) -> int:
-        """Drop every entry of ``namespace``; returns how many the fullest tier held."""
-        self._ns(namespace)
-        self._epoch += 1
-        count = 0
-        for tier in self.tiers:
-            if isinstance(tier, MemoryTier):
-                count = max(count, tier.remove_namespace(namespace))
-            else:
-                count = max(count, await tier.remove_namespace(namespace))
-        self._events.invalidated(namespace, count=count)
-        return count
+        """Drop every entry of ``namespace``; returns how many the fullest tier held. Raises
+        ``ValueError`` for a namespace that is not configured."""
+        return await self._writer.invalidate_namespace(self._ns(namespace).name)
 
     async def invalidate_tag(self, tag: str, namespace: str | None = None) -> int:
         """Drop every entry tagged ``tag`` (in ``namespace`` only, when given); returns how
         many the fullest tier held. Raises ``ValueError`` for a bad tag or namespace."""
-        (tag,) = _check_tags((tag,))
+        (tag,) = check_tags((tag,))
         if namespace is not None:
             self._ns(namespace)
-        self._epoch += 1
-        count = 0
-        for tier in self.tiers:
-            if isinstance(tier, MemoryTier):
-                count = max(count, tier.remove_tag(tag, namespace))
-            else:
-                count = max(count, await tier.remove_tag(tag, namespace))
-        self._events.invalidated(namespace or "*", tag=tag, count=count)
-        return count
+        return await self._writer.invalidate_tag(tag, namespace)
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -484,33 +375,21 @@ class Cache:
         restart = [
             f"$.cache.{k}" for k in ("enabled", "redis") if getattr(new, k) != getattr(old, k)
         ]
-        if [restart_shape(t) for t in new.tiers] != [restart_shape(t) for t in old.tiers]:
+        if reconfigure(self.tiers, old, new):
+            tiers = new.tiers
+        else:
             restart.append("$.cache.tiers")
             tiers = old.tiers
-        else:
-            tiers = new.tiers
-            self._reconfigure_tiers(new)
-        for name, ns_config in new.namespaces.items():
-            ns = self._namespaces.get(name)
-            if ns is None:
-                self._namespaces[name] = _Namespace(name, ns_config)
-            else:
-                ns.config = ns_config
-        for name in set(self._namespaces) - set(new.namespaces):
-            del self._namespaces[name]
+        self._namespaces = {
+            name: self._namespaces.get(name) or _Namespace(name, ns_config)
+            for name, ns_config in new.namespaces.items()
+        }
+        for name, ns in self._namespaces.items():
+            ns.config = new.namespaces[name]
         self.config = msgspec.structs.replace(
             new, enabled=old.enabled, redis=old.redis, tiers=tiers
         )
         return restart
-
-    def _reconfigure_tiers(self, new: CacheSection) -> None:
-        for tier, tier_config in zip(self.tiers, new.tiers, strict=False):
-            if isinstance(tier, MemoryTier):
-                tier.reconfigure(tier_config)
-                if hasattr(tier, "level"):
-                    tier.level = new.compression_level
-            elif hasattr(tier, "write_behind"):
-                tier.write_behind = new.write_behind
 
     def statistics(self) -> CacheStatistics:
         """Reads, hits and misses in all and per namespace; each tier's counts and size."""
@@ -522,8 +401,8 @@ class Cache:
             hits=hits,
             misses=misses,
             hit_rate=hit_rate(hits, misses),
-            in_flight=len(self._flights),
-            revalidations_total=self.revalidations,
+            in_flight=len(self._computations),
+            revalidations_total=self._computations.revalidations,
             tiers=[tier.statistics() for tier in self.tiers],
             namespaces=namespaces,
         )
@@ -542,25 +421,3 @@ class Cache:
             f"namespace {namespace!r} is not configured (cache.namespaces has {known}); "
             "add it to the configuration"
         )
-
-
-def _check_seconds(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
-    if math.isinf(value):
-        return None  # forever
-    return float(value)
-
-
-def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    if tags == ():
-        return ()
-    if isinstance(tags, str):
-        raise ValueError(f"tags must be a list of str, got the str {tags!r}; write [{tags!r}]")
-    checked = tuple(tags)
-    for tag in checked:
-        if not isinstance(tag, str) or not tag:
-            raise ValueError(f"each tag must be a non-empty str, got {tag!r}")
-    return checked

@@ -19,7 +19,7 @@ from .stats import CacheEvents, TierCounts, TierStatistics
 if TYPE_CHECKING:
     from runtime.actor import ActorContext
 
-__all__ = ["SlowTier", "Tier", "build_tiers", "restart_shape"]
+__all__ = ["SlowTier", "Tier", "build_tiers", "reconfigure", "restart_shape"]
 
 
 class SlowTier(Protocol):
@@ -112,3 +112,18 @@ def restart_shape(config: TierConfig) -> tuple[object, ...]:
     if config.backend not in ("memory", "compressed"):
         shape += (config.max_entries, config.max_bytes, config.ttl_s, config.tti_s)
     return shape
+
+
+def reconfigure(tiers: list[Tier], old: CacheSection, new: CacheSection) -> bool:
+    """Apply ``new`` to ``tiers`` (built from ``old``) live; ``False`` (nothing changed) when
+    the tiers' shapes differ and only a restart can apply it."""
+    if [restart_shape(t) for t in new.tiers] != [restart_shape(t) for t in old.tiers]:
+        return False
+    for tier, config in zip(tiers, new.tiers, strict=False):
+        if isinstance(tier, CompressedTier):
+            tier.level = new.compression_level
+        if isinstance(tier, MemoryTier):
+            tier.reconfigure(config)
+        elif isinstance(tier, SqliteTier):
+            tier.write_behind = new.write_behind
+    return True
