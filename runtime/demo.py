@@ -37,6 +37,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_DURATION_S = 20.0
 NEEDED_CLASSES = ("wake_word", "voice", "command", "background")
+NEEDED_NAMESPACES = ("response", "embedding")
 GRACE_S = 10.0  # how long in-flight requests may finish after the arrivals stop
 
 _DESCRIPTION = """\
@@ -148,7 +149,8 @@ def _load(path: str | None) -> tuple[Config, str] | None:
 
 def demo_config_problems(config: Config) -> list[str]:
     """Why the demo cannot run on ``config`` (it needs the scheduler, the profiler, the four
-    assistant classes and a log file it can write); empty when it can."""
+    assistant classes, the two cache namespaces when the cache is on, and a log file it can
+    write); empty when it can."""
     problems = [
         f"$.{section}.enabled: the demo needs the {section}; set it to true"
         for section in ("scheduler", "profiler")
@@ -159,6 +161,12 @@ def demo_config_problems(config: Config) -> list[str]:
         problems.append(
             f"$.scheduler.classes: the demo needs the classes {', '.join(NEEDED_CLASSES)}; "
             f"missing {', '.join(missing)}"
+        )
+    namespaces = [n for n in NEEDED_NAMESPACES if n not in config.cache.namespaces]
+    if config.cache.enabled and namespaces:
+        problems.append(
+            f"$.cache.namespaces: the demo caches in {', '.join(NEEDED_NAMESPACES)}; "
+            f"missing {', '.join(namespaces)}"
         )
     if config.logging.file is not None:
         problems.extend(_log_file_problems(config.logging.file))

@@ -29,7 +29,8 @@ from runtime.demoreport import (
     restarts,
 )
 from runtime.demotable import Marks, progress_line, render_summary
-from runtime.demowork import CacheTally, Outcomes, Workload, zipf_weights
+from runtime.demowork import STREAMS, CacheTally, Outcomes, Workload, zipf_weights
+from runtime.exceptions import DeadlineExceeded, Overloaded, QuotaExceeded, WorkerDied
 from runtime.supervisor import SupervisorStatistics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,16 +196,18 @@ def test_an_invalid_config_exits_2_with_its_problems(
 def test_a_config_without_the_assistant_classes_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The demo needs the scheduler, the profiler and the four classes; it says what lacks."""
+    """The demo needs the scheduler, the profiler, four classes, two cache namespaces."""
     config = write_config(
         tmp_path,
         "profiler: {enabled: false}\n"
         "scheduler:\n  classes:\n    voice: {priority: 1, deadline_ms: 1000}\n",
     )
+    config.write_text(config.read_text().replace("cache:\n", "cache:\n  namespaces: {}\n"))
     assert main(["demo", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "$.profiler.enabled: the demo needs the profiler" in err
     assert "missing wake_word, command, background" in err
+    assert "$.cache.namespaces: the demo caches in response, embedding" in err
 
 
 def test_config_problems_empty_for_the_shipped_config() -> None:
@@ -358,6 +361,32 @@ def test_zipf_weights_fall_by_rank_and_refuse_bad_input() -> None:
         zipf_weights(0, 1.0)
     with pytest.raises(ValueError, match="exponent must be > 0, got 0"):
         zipf_weights(3, 0)
+
+
+@pytest.mark.parametrize(
+    ("error", "counted"),
+    [
+        (None, "completed"),
+        (DeadlineExceeded("late"), "late"),
+        (Overloaded("shed"), "refused"),
+        (QuotaExceeded("weather", "rate", 3, 2, 0.5), "refused"),
+        (QuotaExceeded("weather", "timeout", 1.2, 1, None), "failed"),
+        (WorkerDied(1234, -9, "running a call"), "failed"),
+    ],
+)
+async def test_each_request_ending_is_counted(error: Exception | None, counted: str) -> None:
+    """A request's result or error lands in exactly one of the outcome counters."""
+    workload = Workload(object(), load=1)  # type: ignore[arg-type]
+
+    async def request() -> None:
+        if error is not None:
+            raise error
+
+    await workload._one(STREAMS[1], request)
+    outcome = workload.outcomes["voice"]
+    counts = {k: getattr(outcome, k) for k in ("completed", "late", "refused", "failed")}
+    assert counts == {k: int(k == counted) for k in counts}
+    assert (outcome.submitted, outcome.in_flight) == (1, 0)
 
 
 def test_workload_refuses_a_bad_load() -> None:
