@@ -4,17 +4,27 @@
 of the runtime's process and its children) and says, per resource, when to run the recovery
 actions (at ``recover_ratio`` of the limit, at most once per ``cooldown_s``) and when the
 budget is breached or back within it. ``measure_runtime`` takes the measurement with psutil
-(blocking: call it in a thread).
+(blocking: call it in a thread), and ``RuntimeProbe`` does so cheaply once a second.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import psutil
 
-__all__ = ["BudgetReading", "Pressure", "Resource", "RuntimeBudget", "measure_runtime"]
+__all__ = [
+    "BudgetReading",
+    "Pressure",
+    "Resource",
+    "RuntimeBudget",
+    "RuntimeProbe",
+    "measure_runtime",
+]
 
 Resource = Literal["memory", "cpu"]
 MIB = 1024 * 1024
@@ -147,13 +157,16 @@ class RuntimeBudget:
         return resource in self._breached
 
 
-def measure_runtime(process: psutil.Process) -> BudgetReading:
+def measure_runtime(
+    process: psutil.Process, children: list[psutil.Process] | None = None
+) -> BudgetReading:
     """The runtime's resident memory and CPU seconds, its live children's included (blocking:
-    it reads /proc for each child)."""
+    it reads /proc). ``children``: the ones to read (default: found now, which walks every
+    process on the machine)."""
     times = process.cpu_times()
     cpu_s = times.user + times.system + times.children_user + times.children_system
     rss = process.memory_info().rss
-    for child in process.children(recursive=True):
+    for child in process.children(recursive=True) if children is None else children:
         try:
             child_times = child.cpu_times()
             rss += child.memory_info().rss
@@ -161,3 +174,33 @@ def measure_runtime(process: psutil.Process) -> BudgetReading:
             continue
         cpu_s += child_times.user + child_times.system
     return BudgetReading(rss, cpu_s)
+
+
+class RuntimeProbe:
+    """Measures the runtime (``measure_runtime``) for its budget, finding its children only
+    every ``refresh_s``: finding them walks every process on the machine (milliseconds of
+    work holding the GIL), while reading the known ones is cheap. A child started since the
+    last refresh is counted from the next one. Blocking: call it in a thread.
+    """
+
+    def __init__(
+        self,
+        process: psutil.Process | None = None,
+        *,
+        refresh_s: float = 10.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._process = process or psutil.Process()
+        self._refresh_s = refresh_s
+        self._now = now
+        self._children: list[psutil.Process] = []
+        self._found_at = -math.inf
+
+    def __call__(self) -> BudgetReading:
+        now = self._now()
+        if now - self._found_at >= self._refresh_s:
+            self._children = self._process.children(recursive=True)
+            self._found_at = now
+        reading = measure_runtime(self._process, self._children)
+        self._children = [child for child in self._children if child.is_running()]
+        return reading

@@ -21,7 +21,6 @@ the scheduler from construction (time, rate and concurrency need no loop of thei
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from runtime.config import Config, OverLimit, PluginQuota, QuotaSection
 from runtime.logging import get_logger
 from runtime.supervisor import Supervisor
 
-from .budget import BudgetReading, Pressure, RuntimeBudget, measure_runtime
+from .budget import BudgetReading, Pressure, RuntimeBudget, RuntimeProbe
 from .gate import Gate
 from .limits import check_plugin_name, plugin_quota
 from .monitor import ProcessMonitor, Reading, in_thread
@@ -86,7 +85,7 @@ class QuotaEnforcer:
                           on_start=monitor.track, on_finish=monitor.untrack)  # fmt: skip
         self._budget = RuntimeBudget(**_budget_settings(section), cpus=self._cpus)
         self._recovery = RecoveryActions(clock=self._clock, bus=context.events)
-        self._probe = probe or functools.partial(measure_runtime, psutil.Process())
+        self._probe = probe or RuntimeProbe()
         self._offload = offload
         self._running = False
         self._log = get_logger(ACTOR)

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from actors.quota import BudgetReading
-from actors.quota.budget import measure_runtime
+from actors.quota.budget import RuntimeProbe, measure_runtime
 from actors.quota.recovery import collect_garbage
 from actors.quota.service import RUNTIME
 from runtime.clock import FakeClock
@@ -149,3 +149,24 @@ def test_measure_runtime_counts_the_children_too() -> None:
         child.communicate(b"")
     assert alone.rss_bytes > 0 and alone.cpu_s > 0
     assert together.rss_bytes >= alone.rss_bytes + child_rss * 0.9
+
+
+def test_the_probe_finds_new_children_only_at_its_next_refresh() -> None:
+    """Known children are read every time; a new one counts from the next refresh."""
+    now = [0.0]
+    probe = RuntimeProbe(refresh_s=10.0, now=lambda: now[0])
+    code = "import sys; print('ready', flush=True); sys.stdin.read()"
+    alone = probe()
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        child_rss = psutil.Process(child.pid).memory_info().rss
+        now[0] = 9.0
+        before_refresh = probe()
+        now[0] = 10.0
+        after_refresh = probe()
+    finally:
+        child.communicate(b"")
+    assert before_refresh.rss_bytes < alone.rss_bytes + child_rss * 0.5
+    assert after_refresh.rss_bytes >= alone.rss_bytes + child_rss * 0.9
