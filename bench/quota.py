@@ -22,7 +22,9 @@ Three measurements:
   **enforced** (``cpu_percent: 10``: the plugin held under 10% of the machine by the duty
   cycle). Reported per run, as the median over the rounds: the voice delay (end to end minus
   the 20 ms a turn awaits by design) p50/p99, its max over all rounds, the turns that missed
-  their 1 s deadline, and the runaway's CPU share of the machine.
+  their 1 s deadline, the runaway's CPU share of the machine, and the cores other programs
+  kept busy meanwhile (the machine's busy time less this process tree's: on a shared machine
+  the voice latency follows it).
 
 Run ``python -m bench.quota [--quick]``. Prints the tables and writes
 ``bench/results/quota.json``. Exit status 1 when a target is missed.
@@ -282,6 +284,7 @@ class VoiceRun:
     missed: int = 0
     runaway_calls: int = 0
     runaway_share_percent: float = 0.0
+    other_cores: float = 0.0  # CPU other programs used meanwhile, in cores
     throttled: int = 0
 
 
@@ -346,13 +349,29 @@ def worker_cpu_s(pids: list[int]) -> float:
     return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, all programs)."""
+    times = psutil.cpu_times()
+    fields = ("user", "nice", "system", "irq", "softirq", "steal")  # guest is within user
+    return float(sum(getattr(times, name, 0.0) for name in fields))
+
+
+def our_cpu_s(workers: list[int]) -> float:
+    me = psutil.Process().cpu_times()
+    return me.user + me.system + worker_cpu_s(workers)
+
+
 async def measure_share(run: VoiceRun, workers: list[int], at: float, window_s: float) -> None:
-    """The workers' CPU share of the machine over the measured window."""
+    """Over the measured window: the workers' CPU share of the machine, and the cores other
+    programs kept busy (the machine's busy time less this process tree's)."""
     await anyio.sleep(max(0.0, at - time.monotonic()))
-    cpu_before, began = worker_cpu_s(workers), time.monotonic()
+    began, workers_s, ours_s, busy_s = (time.monotonic(), worker_cpu_s(workers),
+                                        our_cpu_s(workers), machine_busy_s())  # fmt: skip
     await anyio.sleep(window_s)
-    used_s = worker_cpu_s(workers) - cpu_before
-    run.runaway_share_percent = used_s / (time.monotonic() - began) / CORES * 100
+    wall_s = time.monotonic() - began
+    run.runaway_share_percent = (worker_cpu_s(workers) - workers_s) / wall_s / CORES * 100
+    others_s = (machine_busy_s() - busy_s) - (our_cpu_s(workers) - ours_s)
+    run.other_cores = max(0.0, others_s / wall_s)
 
 
 async def voice_run(name: str, sizes: Sizes, iterations: int) -> VoiceRun:
@@ -396,6 +415,7 @@ def summarize(runs: list[VoiceRun]) -> dict[str, Any]:
         "delay_p99_ms_rounds": [percentile(d, 99) * 1000 for d in per_round],
         "delay_max_ms": max(every) * 1000,
         "runaway_share_percent": statistics.median(run.runaway_share_percent for run in runs),
+        "other_cores": statistics.median(run.other_cores for run in runs),
         "runaway_calls": sum(run.runaway_calls for run in runs),
         "throttled_calls": sum(run.throttled for run in runs),
     }
@@ -458,13 +478,15 @@ def overhead_table(overhead: dict[str, dict[str, float]]) -> str:
 
 
 def voice_table(voice: list[dict[str, Any]]) -> str:
-    head = ("run", "turns", "missed", "p50 ms", "p99 ms", "max ms", "runaway %", "throttled")
-    lines = ["{:<16}{:>7}{:>8}{:>9}{:>9}{:>9}{:>11}{:>11}".format(*head)]
+    head = ("run", "turns", "missed", "p50 ms", "p99 ms", "max ms", "runaway %", "throttled",
+            "others")  # fmt: skip
+    lines = ["{:<16}{:>7}{:>8}{:>9}{:>9}{:>9}{:>11}{:>11}{:>8}".format(*head)]
     for r in voice:
         lines.append(
             f"{r['name']:<16}{r['turns']:>7}{r['missed']:>8}{r['delay_p50_ms']:>9.2f}"
             f"{r['delay_p99_ms']:>9.2f}{r['delay_max_ms']:>9.2f}"
             f"{r['runaway_share_percent']:>11.1f}{r['throttled_calls']:>11}"
+            f"{r['other_cores']:>8.2f}"
         )
     return "\n".join(lines)
 
