@@ -45,8 +45,7 @@ from .test_quota_kit import enforced
 async def test_register_refuses_bad_limits_naming_them(
     clock: FakeClock, limits: dict[str, Any], message: str
 ) -> None:
-    """Each bad limit is a ValueError naming the parameter (and the plugin when it is a
-    contradiction), and nothing is registered."""
+    """Each bad limit is a ValueError naming the parameter; nothing is registered."""
     async with enforced(clock) as h:
         with pytest.raises(ValueError, match=message):
             h.quotas.register("weather", **limits)

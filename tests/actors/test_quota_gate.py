@@ -431,8 +431,7 @@ async def test_detach_stops_enforcement(clock: FakeClock) -> None:
 
 
 async def test_a_reload_updates_config_plugins_and_keeps_registered_ones(clock: FakeClock) -> None:
-    """apply_config adds, changes and removes config plugins; API ones stay; enabled needs a
-    restart."""
+    """A reload adds, changes and removes config plugins and keeps registered ones."""
     config = quota_config({"a": PluginQuota(rate=1.0), "b": PluginQuota(rate=1.0)})
     async with enforced(clock, config) as h:
         h.quotas.register("api", max_concurrency=1)

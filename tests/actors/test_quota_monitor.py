@@ -112,8 +112,7 @@ async def feed_full_core(h: Harness, pid: int, seconds: float, *, step_s: float 
 
 
 async def test_cpu_over_its_share_is_throttled_by_a_duty_cycle(clock: FakeClock) -> None:
-    """A whole core of two CPUs is 50% of the machine, over 10%: warned, then throttled:
-    its worker is stopped for most of each period and continued for 16% of it."""
+    """A worker over its CPU share is warned, then stopped 84 ms of every 100 ms."""
     config = quota_config(interval_ms=100, cpu_window_ms=1000, throttle_period_ms=100)
     async with enforced(clock, config, cpu_count=2) as h:
         h.quotas.register("spinner", cpu_percent=10)
@@ -182,8 +181,7 @@ async def test_a_throttled_duty_cycle_shrinks_while_the_share_stays_over(
 async def test_a_runaway_of_short_calls_is_measured_and_throttled_as_one(
     clock: FakeClock,
 ) -> None:
-    """Calls of 0.2 s each, back to back, each spinning a core: the plugin's share across its
-    calls goes over, it is throttled, and its next call is throttled from its start."""
+    """Short back-to-back calls are measured as one plugin; its next call starts throttled."""
     config = quota_config(interval_ms=100, cpu_window_ms=1000)
     async with enforced(clock, config, cpu_count=2) as h:
         h.quotas.register("runaway", cpu_percent=10)
@@ -275,8 +273,7 @@ async def test_loop_and_thread_tasks_of_a_plugin_are_not_watched(clock: FakeCloc
 
 
 async def test_config_plugins_limit_process_calls_with_rlimits(clock: FakeClock) -> None:
-    """A process call gets twice its memory quota as address space and a CPU-time backstop
-    of its time limit on every core, plus a second."""
+    """A process call runs under 2x its memory quota and a CPU-time backstop of its limit."""
     config = quota_config({"tool": PluginQuota(memory_mb=50, timeout_s=2.5)})
     async with enforced(clock, config, cpu_count=4) as h:
         h.scheduler.spawn(abs, -1, task_class="plugin_cpu", plugin="tool")
@@ -314,8 +311,7 @@ class LateClock(FakeClock):
 
 
 async def test_a_running_slice_the_loop_ends_late_is_followed_by_a_longer_stop() -> None:
-    """When the stop comes late (a busy loop), the worker is stopped as much longer, so the
-    share it gets stays the duty cycle's: 32 ms run instead of 16, 168 ms stopped, not 84."""
+    """A running slice ended late (a busy loop) is followed by a stop as much longer."""
     clock = LateClock()
     config = quota_config(interval_ms=100, cpu_window_ms=1000, throttle_period_ms=100)
     async with enforced(clock, config, cpu_count=2) as h:

@@ -83,8 +83,7 @@ async def real(**quota_settings: object) -> AsyncIterator[Real]:
 async def test_a_plugin_allocating_past_its_memory_quota_is_terminated_within_a_second(
     tmp_path: Path,
 ) -> None:
-    """Growing 200 MB/s past 64 MB: terminated within a second of reaching its quota; its
-    worker is killed and the next task of the pool runs on a new one."""
+    """Past its memory quota a call is killed within a second; the pool's next task runs."""
     mark = tmp_path / "reached"
     async with real() as r:
         r.quotas.register("hog", memory_mb=64)
@@ -105,8 +104,7 @@ async def test_a_plugin_allocating_past_its_memory_quota_is_terminated_within_a_
 
 
 async def test_a_sudden_huge_allocation_is_refused_by_the_rlimit_and_the_worker_lives() -> None:
-    """512 MB at once against a 64 MB quota: MemoryError in the call (the address-space
-    backstop), the same worker serves the next call, and the limit is gone after the call."""
+    """A huge allocation fails by the rlimit; the worker lives and is free of it after."""
     async with real() as r:
         r.quotas.register("hog", memory_mb=64)
         worker = await r.run(procfuncs.pid)
@@ -121,8 +119,7 @@ async def test_a_sudden_huge_allocation_is_refused_by_the_rlimit_and_the_worker_
 async def test_a_plugin_spinning_past_its_cpu_share_is_throttled_under_it(
     tmp_path: Path,
 ) -> None:
-    """A worker spinning a whole core is warned and throttled; its measured share of the
-    machine then stays under the 10% quota, and its call still completes."""
+    """A worker spinning a core is throttled and then measures under its 10% share."""
     stop = tmp_path / "stop"
     cpus = psutil.cpu_count() or 1
     async with real() as r:
@@ -147,8 +144,7 @@ async def test_a_plugin_spinning_past_its_cpu_share_is_throttled_under_it(
 
 
 async def test_a_plugin_past_its_time_limit_is_cancelled_on_time(tmp_path: Path) -> None:
-    """timeout_s 0.3 on a call that never ends: QuotaExceeded at 0.3 s (+ the kill), its worker
-    killed and replaced, the next call runs."""
+    """A call past its 0.3 s limit fails on time; its worker is replaced; the next runs."""
     async with real() as r:
         r.quotas.register("slow", timeout_s=0.3)
         worker = await r.run(procfuncs.pid)

@@ -72,8 +72,7 @@ async def test_holding_a_task_that_is_not_being_admitted_raises(clock: FakeClock
 async def test_cancel_with_an_error_ends_queued_and_running_tasks_with_it(
     clock: FakeClock,
 ) -> None:
-    """cancel(task, error) gives that error to a running and to a queued task; without an
-    error the task ends cancelled."""
+    """cancel(task, error) ends queued and running tasks with that error (default: cancelled)."""
     seen: list[Any] = []
     gates = Gates(clock)
     async with enforced(clock, scheduler=None) as h:
@@ -97,8 +96,7 @@ async def test_cancel_with_an_error_ends_queued_and_running_tasks_with_it(
 async def test_a_refusal_after_a_hook_let_a_task_in_reaches_the_finish_hooks(
     clock: FakeClock,
 ) -> None:
-    """When a later admission hook refuses, the finish hooks see the task with that error;
-    a refusal by the first hook reaches nobody."""
+    """A refusal after some admission hook let a task in reaches the finish hooks."""
     finished: list[tuple[int, str]] = []
 
     def refuse_odd(task: Any) -> None:
@@ -200,8 +198,7 @@ async def test_the_memory_limit_holds_during_the_call_only(pool: ProcessPool) ->
 async def test_a_watch_holds_its_worker_against_a_resume_for_urgent_work(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
-    """pause() stops the call's worker; resume_preemptible leaves it stopped while the watch
-    holds it; resume() lets it go on; the call then completes."""
+    """A worker stopped by its watch stays stopped through resume_preemptible until resumed."""
     watch = ProcessWatch()
     gate = tmp_path / "gate"
     call = pool.prepare(procfuncs.spin_until, (str(gate),), {})
@@ -222,8 +219,7 @@ async def test_a_watch_holds_its_worker_against_a_resume_for_urgent_work(
 
 @on_module_loop
 async def test_a_call_over_its_cpu_limit_loses_its_worker(tmp_path: Path) -> None:
-    """RLIMIT_CPU is the backstop: past it the kernel kills the worker (SIGXCPU); the pool
-    replaces it."""
+    """Past its RLIMIT_CPU backstop the kernel kills the worker; the pool replaces it."""
     solo = ProcessPool(1, name="quota-cpu-limit")
     await solo.start()
     try:
