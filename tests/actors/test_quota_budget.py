@@ -9,16 +9,27 @@ import sys
 import psutil
 import pytest
 
-from actors.quota import BudgetReading
+from actors.quota import BudgetReading, QuotaEnforcer
 from actors.quota.budget import RuntimeProbe, measure_runtime
 from actors.quota.recovery import collect_garbage
 from actors.quota.service import RUNTIME
+from actors.scheduler import Scheduler
+from runtime.actor import ActorContext
 from runtime.clock import FakeClock
 from runtime.config import BudgetConfig
-from runtime.events import AutoRecoveryCompleted, AutoRecoveryStarted, QuotaExceeded
+from runtime.events import AutoRecoveryCompleted, AutoRecoveryStarted, EventBus, QuotaExceeded
+from runtime.supervisor import Supervisor
 from runtime.testing import capture_logs
 
-from .test_quota_kit import MIB, drain, enforced, quota_config
+from .test_quota_kit import (
+    MIB,
+    FakePool,
+    drain,
+    enforced,
+    inline,
+    quota_config,
+    scheduler_section,
+)
 
 
 def budget_config(**settings: object) -> BudgetConfig:
@@ -170,3 +181,26 @@ def test_the_probe_finds_new_children_only_at_its_next_refresh() -> None:
         child.communicate(b"")
     assert before_refresh.rss_bytes < alone.rss_bytes + child_rss * 0.5
     assert after_refresh.rss_bytes >= alone.rss_bytes + child_rss * 0.9
+
+
+async def test_attached_under_a_supervisor_the_enforcer_measures_and_stops_cleanly(
+    clock: FakeClock,
+) -> None:
+    """attach() runs the measuring loops under a supervisor; stopping it stops them."""
+    readings = [BudgetReading(900 * MIB, 0.0)]
+    bus = EventBus(clock=clock)
+    context = ActorContext(clock=clock, events=bus)
+    scheduler = Scheduler(scheduler_section(), context, pool_factory=FakePool, cpu_probe=None)
+    config = quota_config(budget=BudgetConfig(memory_mb=1000, memory_actions=[]))
+    quotas = QuotaEnforcer(config, context, scheduler, probe=lambda: readings[-1], offload=inline)
+    supervisor = Supervisor("root", context=context)
+    scheduler.attach(supervisor, context)
+    quotas.attach(supervisor, context)
+    with bus.subscribe(QuotaExceeded) as events:
+        async with supervisor:
+            await clock.advance(1.0)
+            assert quotas.statistics().running
+            assert quotas.statistics().budget.memory_mb == 900.0
+            (warning,) = drain(events)
+    assert warning.plugin == RUNTIME  # type: ignore[attr-defined]
+    assert not quotas.statistics().running
