@@ -8,16 +8,14 @@ goes on to the next one: old data never turns into an error for the caller.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import codec
 from .entry import MemoryEntry, Record
 from .memory import DecodeErrors, MemoryTier
 from .stats import CacheEvents
 from .tiers import SlowTier, Tier
-
-if TYPE_CHECKING:
-    from runtime.clock import Clock
 
 __all__ = ["Found", "Reader"]
 
@@ -30,27 +28,42 @@ class Found(NamedTuple):
     tier: str
 
 
+_UNDECODABLE = Found(None, False, "")  # a marker: the record found could not be decoded
+
+
 class Reader:
     """Reads through ``tiers`` (the cache's list: changes to it are seen)."""
 
-    def __init__(self, tiers: list[Tier], events: CacheEvents, log: Any, clock: Clock) -> None:
+    def __init__(
+        self, tiers: list[Tier], events: CacheEvents, log: Any, wall: Callable[[], float]
+    ) -> None:
         self._tiers = tiers
         self._events = events
         self._log = log
-        self._clock = clock
+        self._wall = wall
 
     async def read(
         self, namespace: str, key: str, type: Any, *, stale_ok: bool, skip_l1: bool
     ) -> Found | None:
         """The value of ``key`` from the first tier that has it (``skip_l1``: from the second
         on, the caller has looked in the first), promoted above; ``None`` when none has it."""
-        tiers, now = self._tiers, self._clock.wall()
+        tiers, now = self._tiers, self._wall()
         for index in range(1 if skip_l1 else 0, len(tiers)):
             tier = tiers[index]
             if isinstance(tier, MemoryTier):
                 found = self._from_memory(tier, index, namespace, key, type, stale_ok, now)
             else:
-                found = await self._from_slow(tier, index, namespace, key, type, stale_ok, now)
+                record = await tier.fetch(namespace, key, now, stale_ok)
+                found = (
+                    None
+                    if record is None
+                    else self._decoded(tier, namespace, key, type, record, now)
+                )
+                if found is _UNDECODABLE:
+                    await tier.remove(namespace, key)
+                    found = None
+                elif found is not None and record is not None and index:
+                    await self._promote(index, namespace, key, found.value, record, now)
             if found is not None:
                 self._events.hit(namespace, key, tier.name)
                 return found
@@ -79,27 +92,15 @@ class Reader:
             self._promote_memory(index, namespace, key, value, tier, entry, now)
         return Found(value, now >= entry.expires_at, tier.name)
 
-    async def _from_slow(
-        self,
-        tier: SlowTier,
-        index: int,
-        namespace: str,
-        key: str,
-        type: Any,
-        stale_ok: bool,
-        now: float,
-    ) -> Found | None:
-        record = await tier.fetch(namespace, key, now, stale_ok)
-        if record is None:
-            return None
+    def _decoded(
+        self, tier: SlowTier, namespace: str, key: str, type: Any, record: Record, now: float
+    ) -> Found:
+        """A slow tier's record decoded; ``_UNDECODABLE`` (logged) when it cannot be."""
         try:
             value = codec.decode(record.data, type)
         except DecodeErrors as exc:
             self.undecodable(tier, namespace, key, exc)
-            await tier.remove(namespace, key)
-            return None
-        if index:
-            await self._promote(index, namespace, key, value, record, now)
+            return _UNDECODABLE
         return Found(value, now >= record.expires_at, tier.name)
 
     def _promote_memory(

@@ -89,7 +89,7 @@ class Cache:
         self._l1 = first if type(first) is MemoryTier else None
         self._namespaces = {n: _Namespace(n, c) for n, c in section.namespaces.items()}
         self._computations = Computations(self._store_result, self._log)
-        self._reader = Reader(self.tiers, self._events, self._log, self._clock)
+        self._reader = Reader(self.tiers, self._events, self._log, self._wall)
         self._writer = Writer(self.tiers, self._events, self._wall, self._computations)
         self._actor: ActorRef | None = None  # set by CacheHost
         self.shutdown_timeout_s = 30.0
@@ -150,6 +150,8 @@ class Cache:
             value = self._from_l1(ns, key, type)
             if value is not _MISSING:
                 return value
+        if l1 is not None and len(self.tiers) == 1:
+            return self._count(ns, key, None, default)  # L1 is the whole cache
         found = await self._reader.read(
             namespace, key, type, stale_ok=False, skip_l1=l1 is not None
         )

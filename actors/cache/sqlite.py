@@ -45,7 +45,6 @@ __all__ = ["SqliteTier"]
 
 Pending = tuple[Record | None, float]
 """A buffered write: the record (``None``: a delete) and when it was written."""
-_ABSENT = object()
 
 
 class SqliteTier:
@@ -181,8 +180,9 @@ class SqliteTier:
         self, namespace: str, key: str, now: float, stale_ok: bool = False
     ) -> Record | None:
         """The record of ``key`` if fresh (or stale and ``stale_ok``); counts the read."""
-        id_ = entry_id(namespace, key)
-        found = await self._find(id_)
+        id_ = f"{namespace}:{key}"  # entry_id, written out: this runs for every read
+        pending = self._pending.get(id_) or self._flushing.get(id_)
+        found = _written(pending) if pending is not None else await self._read_file(id_)
         if found is None:
             self.counts.misses += 1
             return None
@@ -209,10 +209,9 @@ class SqliteTier:
         if self.tti_s is not None or occupancy is not None:
             self._touched[id_] = now
 
-    async def _find(self, id_: str) -> tuple[Record, float] | None:
-        buffered = self._buffered(id_)
-        if buffered is not _ABSENT:
-            return buffered  # type: ignore[return-value]
+    async def _read_file(self, id_: str) -> tuple[Record, float] | None:
+        """``id_``'s row (coalesced with the other reads under way), unless a write made while
+        it was read wins."""
         if self._file is None:
             return None
         try:
@@ -220,16 +219,8 @@ class SqliteTier:
         except sqlite3.Error as exc:
             self._failed(exc, "read")
             return None
-        buffered = self._buffered(id_)  # written while the read was under way: that wins
-        return found if buffered is _ABSENT else buffered  # type: ignore[return-value]
-
-    def _buffered(self, id_: str) -> object:
-        """``(record, written_at)``, ``None`` for a buffered delete, else ``_ABSENT``."""
         pending = self._pending.get(id_) or self._flushing.get(id_)
-        if pending is None:
-            return _ABSENT
-        record, written_at = pending
-        return None if record is None else (record, written_at)
+        return found if pending is None else _written(pending)
 
     async def _fetch(self, ids: list[str]) -> dict[str, tuple[Record, float]]:
         file = self._file
@@ -427,6 +418,12 @@ class SqliteTier:
             read_batches_total=self._reads.batches,
             coalesced_reads_total=self._reads.coalesced,
         )
+
+
+def _written(pending: Pending) -> tuple[Record, float] | None:
+    """A buffered write as a read sees it: the record and when it was written; a delete: None."""
+    record, written_at = pending
+    return None if record is None else (record, written_at)
 
 
 async def _close_quietly(file: SqliteFile) -> None:

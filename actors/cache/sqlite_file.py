@@ -130,6 +130,7 @@ class SqliteFile:
         # NORMAL in WAL mode: no fsync per commit; a committed batch survives a killed process.
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: hot rows stay in memory
         (version,) = await self._one("PRAGMA user_version")
         if version not in (0, _VERSION):
             error = sqlite3.DatabaseError(f"cache database format {version} is not {_VERSION}")
