@@ -5,7 +5,10 @@ A loop timer per call would cost every plugin task a timer handle pushed on the 
 Here a call's limit is a tuple pushed on a heap of our own (compared in C), a call that ends
 costs nothing (its entry is skipped when its time comes), and one clock timer is armed for the
 earliest limit, re-armed only when a nearer one arrives. Entries of ended calls are swept out
-when the heap has doubled since the last sweep, so it stays within twice the live calls.
+when the heap has doubled since the last sweep (and holds at least 16), so it stays within
+twice the live calls: keeping hundreds of ended calls (and their tasks) between sweeps would
+push the garbage collector's allocation count over its threshold, and a collection costs far
+more than a sweep.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .plugins import Call
 
 __all__ = ["Deadlines"]
 
-_MIN_SWEEP = 256
+_MIN_SWEEP = 16  # more ended calls kept between sweeps make the garbage collector run
 _TOLERANCE_S = 1e-9  # a timer may fire a rounding error before the time it was armed for
 
 
