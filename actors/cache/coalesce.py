@@ -3,7 +3,10 @@
 Readers of the same key share one read; readers of different keys that arrive together share
 one batch (``SELECT ... WHERE id IN (...)``, ``MGET``). The first reader to find no batch under
 way leads: it lets the loop run once, so that the readers started alongside it join, then
-fetches everything waiting, batch after batch, until nothing waits. Followers only wait.
+fetches everything waiting, batch after batch, until nothing waits. Followers only wait. A
+leader whose last batch held one key alone (a reader on its own) does not wait that turn: it
+fetches at once, and readers arriving meanwhile make the next batch (which, if it holds more
+than one key, brings the wait back).
 
 The leader's fetching is shielded from its own cancellation: the followers depend on it, and
 a fetch is bounded by the tier's own timeout. A leader cancelled meanwhile sees its
@@ -60,6 +63,7 @@ class Coalescer(Generic[K, V]):
         self._waiting: dict[K, _Read[V]] = {}  # not yet fetched
         self._fetching: dict[K, _Read[V]] = {}  # in the batch under way
         self._leading = False
+        self._company = True  # readers came together lately: wait a turn for them to join
         self.batches = 0  # fetches made
         self.coalesced = 0  # reads that joined another reader's read of the same key
 
@@ -86,7 +90,9 @@ class Coalescer(Generic[K, V]):
     async def _lead(self) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
+                if self._company:
+                    await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
+                self._company = False
                 while self._waiting:
                     await self._fetch_batch()
             finally:
@@ -94,6 +100,7 @@ class Coalescer(Generic[K, V]):
 
     async def _fetch_batch(self) -> None:
         keys = list(self._waiting)[: self.max_batch]
+        self._company = self._company or len(keys) > 1
         batch = {key: self._waiting.pop(key) for key in keys}
         self._fetching.update(batch)
         self.batches += 1

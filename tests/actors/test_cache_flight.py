@@ -262,6 +262,30 @@ async def test_coalescer_serves_concurrent_readers_with_one_batch_and_one_read_p
     assert (reads.batches, reads.coalesced) == (2, 2)
 
 
+async def test_a_lone_reader_does_not_wait_a_turn_until_readers_come_together() -> None:
+    """After a batch of one key the next leader fetches at once; a batch of several brings
+    the turn of waiting (and one batch for a burst) back."""
+    fetched: list[list[str]] = []
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        fetched.append(keys)
+        await anyio.lowlevel.checkpoint()
+        return {k: k for k in keys}
+
+    reads: Coalescer[str, str] = Coalescer(fetch)
+
+    async def burst(*keys: str) -> None:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(reads.get, key)
+
+    await reads.get("a")  # the first leader waits a turn: nobody joins
+    await burst("b", "c")  # b fetches at once; c, arriving meanwhile, is the next batch
+    await burst("d", "e", "f")  # d at once; e and f together: the wait comes back
+    await burst("g", "h", "i")
+    assert fetched == [["a"], ["b"], ["c"], ["d"], ["e", "f"], ["g", "h", "i"]]
+
+
 async def test_coalescer_gives_a_failed_fetch_to_every_reader_of_the_batch() -> None:
     """The fetch's error is raised to each reader; the next read fetches again."""
     attempts = 0
