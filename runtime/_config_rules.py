@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         AlertRule,
         AlertSection,
         CacheSection,
+        Config,
         PluginQuota,
         QuotaSection,
         RestartSection,
@@ -39,6 +40,15 @@ __all__ = [
 ]
 
 Found = Iterator[tuple[Segments, str]]
+
+
+def check_services(config: Config) -> Found:
+    """Services that act on another need it enabled: quotas hold the scheduler's hooks."""
+    if config.quotas.enabled and not config.scheduler.enabled:
+        yield (
+            ("quotas", "enabled"),
+            "quotas act on scheduled work: enable the scheduler or set quotas.enabled: false",
+        )
 
 
 def check_restart(restart: RestartSection) -> Found:

@@ -8,7 +8,7 @@ and on exit stops them in reverse order, draining their mailboxes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -22,7 +22,7 @@ from .clock import Clock, RealClock
 from .config import Config, load_config
 from .deadletters import DeadLetters, DeadLetterStatistics
 from .events import ConfigReloaded, EventBus, EventBusStatistics
-from .exceptions import ConfigError
+from .exceptions import ConfigError, ConfigProblem
 from .logging import LogSink, configure_logging, reset_logging
 from .metrics import MetricsRegistry
 from .retry import RetryPolicy
@@ -31,7 +31,9 @@ from .supervisor import ChildSpec, Supervisor, SupervisorStatistics
 
 if TYPE_CHECKING:
     from actors.alerter import Alerter
+    from actors.cache import Cache
     from actors.profiler import Profiler
+    from actors.quota import QuotaEnforcer
     from actors.sampler import Sampler
     from actors.scheduler import Scheduler, TaskHandle
 
@@ -39,42 +41,90 @@ if TYPE_CHECKING:
 
 __all__ = ["Runtime", "RuntimeStatistics"]
 
-ServiceFactory = Callable[[Config, ActorContext], Service]
+ServiceFactory = Callable[[Config, ActorContext, Mapping[str, Service]], Service]
+"""Builds a service from the configuration, the shared context and the services built before."""
 
 
-def _scheduler(config: Config, context: ActorContext) -> Service:
-    from actors.scheduler import Scheduler
-
-    return Scheduler(config.scheduler, context)
-
-
-def _sampler(config: Config, context: ActorContext) -> Service:
-    from actors.sampler import Sampler
-
-    return Sampler(config, context)
-
-
-def _alerter(config: Config, context: ActorContext) -> Service:
-    from actors.alerter import Alerter
-
-    return Alerter(config, context)
-
-
-def _profiler(config: Config, context: ActorContext) -> Service:
+def _profiler(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
     from actors.profiler import Profiler
 
     return Profiler(config, context)
 
 
+def _sampler(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
+    from actors.sampler import Sampler
+
+    return Sampler(config, context)
+
+
+def _cache(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
+    from actors.cache import Cache
+
+    return Cache(config, context)
+
+
+def _scheduler(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
+    from actors.scheduler import Scheduler
+
+    return Scheduler(config.scheduler, context)
+
+
+def _quotas(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
+    from actors.quota import QuotaEnforcer
+    from actors.scheduler import Scheduler
+
+    scheduler = built.get("scheduler")
+    if not isinstance(scheduler, Scheduler):
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "$.quotas.enabled",
+                    "quotas act on scheduled work: enable the "
+                    "scheduler (scheduler.enabled) or set quotas.enabled: false",
+                )
+            ]
+        )
+    return QuotaEnforcer(config, context, scheduler)
+
+
+def _alerter(config: Config, context: ActorContext, built: Mapping[str, Service]) -> Service:
+    from actors.alerter import Alerter
+
+    return Alerter(config, context)
+
+
 # The services the assembly knows, by config section, in start order (they stop in reverse).
-# Each builds its service from the configuration and the shared actor context; the actors'
-# modules are imported only when their section is enabled.
+# The actors' modules are imported only when their section is enabled.
 SERVICES: dict[str, ServiceFactory] = {
     "profiler": _profiler,  # first: it watches the loop while the others start
     "sampler": _sampler,
+    "cache": _cache,
     "scheduler": _scheduler,
+    "quotas": _quotas,  # after the scheduler, whose hooks it holds
     "alerts": _alerter,  # last: its rules read what the others measure
 }
+
+
+def _register_recovery(services: Mapping[str, Any]) -> None:
+    """Offer the services' recovery actions to whoever runs them (quotas, alert rules)."""
+    actions: dict[str, Callable[[], Any]] = {}
+    if "cache" in services:
+        cache = services["cache"]
+        actions["shrink_caches"] = lambda: cache.shrink(0.5)
+    if "scheduler" in services:
+        actions["shed_background"] = services["scheduler"].shed_background
+    for runner in ("quotas", "alerts"):
+        if runner in services:
+            for name, action in actions.items():
+                services[runner].register_recovery(name, _as_async(action))
+
+
+def _as_async(action: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        return action()
+
+    return run
+
 
 # Config paths the Runtime itself applies live on reload.
 _LIVE_PATHS = ("$.logging.level", "$.logging.console", "$.runtime.dead_letters.log_interval_s")
@@ -142,11 +192,11 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         if self._configure_logs:
             self._sink = await self._open_logs(self._config)
-        for section, build in SERVICES.items():
-            if getattr(self._config, section).enabled:
-                service = build(self._config, self._context)
-                service.attach(self._supervisor, self._context)
-                self._services[section] = service
+        try:
+            self._build_services()
+        except BaseException:
+            await self._close_logs()
+            raise
         try:
             await self._supervisor.__aenter__()
         except BaseException:
@@ -163,6 +213,14 @@ class Runtime:
             "runtime started", name=self._config.runtime.name, services=sorted(self._services)
         )
         return self
+
+    def _build_services(self) -> None:
+        for section, build in SERVICES.items():
+            if getattr(self._config, section).enabled:
+                service = build(self._config, self._context, self._services)
+                service.attach(self._supervisor, self._context)
+                self._services[section] = service
+        _register_recovery(self._services)
 
     async def _start_exporter(self) -> MetricsExporter | None:
         """Serve /metrics when metrics.prometheus.enabled; raises ConfigError if it cannot bind."""
@@ -303,6 +361,16 @@ class Runtime:
     def sampler(self) -> Sampler:
         """The Sampler: ``rt.sampler.latest()``, ``async for s in rt.sampler.subscribe()``."""
         return cast("Sampler", self._service("sampler"))
+
+    @property
+    def cache(self) -> Cache:
+        """The tiered cache: ``await rt.cache.get_or_compute(key, compute, namespace=...)``."""
+        return cast("Cache", self._service("cache"))
+
+    @property
+    def quotas(self) -> QuotaEnforcer:
+        """Plugin quotas: ``rt.quotas.register("weather", rate=2, burst=4, timeout_s=5)``."""
+        return cast("QuotaEnforcer", self._service("quotas"))
 
     @property
     def alerts(self) -> Alerter:

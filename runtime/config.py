@@ -457,6 +457,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 # Contradictions between keys, checked once every value they involve is valid.
 _CHECKS: Checks = {
+    Config: rules.check_services,
     RestartSection: rules.check_restart,
     RetrySection: rules.check_retry,
     TaskClassConfig: rules.check_task_class,

@@ -151,7 +151,7 @@ class Families:
             return {}  # written to and dropped: the first type of a name wins
         return self._samples.setdefault(name, {})
 
-    def add(self, name: str, kind: str, help_text: str, value: Any, **labels: str) -> None:
+    def add(self, name: str, kind: str, help_text: str, value: Any, /, **labels: str) -> None:
         """One sample of a gauge or counter (``name`` without ``_total``); non-numbers skipped."""
         number = as_number(value)
         if number is None:
@@ -161,7 +161,7 @@ class Families:
         key = (sample, tuple(sorted(labels.items())))
         samples[key] = samples.get(key, 0.0) + number
 
-    def histogram(self, name: str, help_text: str, data: Histogram, **labels: str) -> None:
+    def histogram(self, name: str, help_text: str, data: Histogram, /, **labels: str) -> None:
         samples = self._family(name, "histogram", help_text)
         base = tuple(sorted(labels.items()))
         for le, count in select_buckets(data.cumulative_buckets()):

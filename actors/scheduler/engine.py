@@ -286,6 +286,14 @@ class Engine:
         )
         self._end_unstarted(task, error, "expired")
 
+    def end_shed(self, task: Task) -> None:
+        """Refuse a task the queue has already taken out (a recovery action's shedding)."""
+        error = Overloaded(
+            f"background task {task.id} of class {task.task_class!r} was shed "
+            "(a recovery action); retry later"
+        )
+        self._end_unstarted(task, error, "shed")
+
     def _shed(self, task: Task) -> None:
         why = "the runtime is overloaded" if self.queue.overloaded else "urgent work is waiting"
         error = Overloaded(

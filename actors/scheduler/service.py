@@ -237,6 +237,25 @@ class Scheduler:
         self._engine.under_load = lag_ms > load.lag_target_ms
         self._engine.dispatch()
 
+    def shed_background(self) -> int:
+        """A recovery action: refuse every queued background task now (``Overloaded``) and
+        shrink the background concurrency limits as an overload measurement would.
+
+        Returns how many tasks were shed. The next load measurement decides what happens next.
+        """
+        engine, queue = self._engine, self._engine.queue
+        overloaded, queue.overloaded = queue.overloaded, True
+        try:
+            shed = queue.shed(self._clock.now())
+        finally:
+            queue.overloaded = overloaded
+        for task in shed:
+            engine.end_shed(task)
+        for name, limit in self._aimd.items():
+            queue.set_limit(name, limit.update(True))
+        self._log.warning("background work shed", shed=len(shed))
+        return len(shed)
+
     # -- submitting ---------------------------------------------------------------------------
 
     async def submit(

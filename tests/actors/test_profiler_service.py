@@ -15,7 +15,7 @@ import pytest
 
 from actors.profiler import Profiler
 from runtime.actor import ActorContext
-from runtime.app import SERVICES, Runtime
+from runtime.app import Runtime
 from runtime.clock import FakeClock
 from runtime.config import Config, ProfilerSection
 from runtime.events import (
@@ -304,12 +304,9 @@ async def test_statistics_encode_as_json(clock: FakeClock) -> None:
 OTHER_SERVICES = ("scheduler", "sampler", "cache", "quotas", "alerts")
 
 
-async def test_the_profiler_plugs_into_the_runtime(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_profiler_plugs_into_the_runtime(tmp_path: Path, clock: FakeClock) -> None:
     """As a Runtime service the profiler starts under the root supervisor, sees the task
     events on the runtime's bus, shows in Runtime.statistics() and takes a live reload."""
-    monkeypatch.setitem(SERVICES, "profiler", Profiler)
     path = tmp_path / "config.yaml"
     logs = f"logging: {{file: {tmp_path / 'runtime.jsonl'}, console: false}}\n"
     others = "".join(f"{name}: {{enabled: false}}\n" for name in OTHER_SERVICES)
@@ -327,11 +324,10 @@ async def test_the_profiler_plugs_into_the_runtime(
 
 
 async def test_the_schedulers_own_events_feed_the_profiler(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     """Beside the real scheduler in a Runtime, the profiler's per-class run time and end to
     end latency are those of the tasks the scheduler ran."""
-    monkeypatch.setitem(SERVICES, "profiler", Profiler)
     path = tmp_path / "config.yaml"
     path.write_text(
         f"logging: {{file: {tmp_path / 'runtime.jsonl'}, console: false}}\n"

@@ -867,3 +867,25 @@ async def test_the_scheduler_runs_and_restarts_under_a_supervisor(clock: FakeClo
             assert await scheduler.submit(abs, -2) == 2
         with pytest.raises(ActorStopped):
             await scheduler.submit(abs, 1)
+
+
+async def test_shed_background_recovery_action_refuses_queued_background_work(
+    clock: FakeClock,
+) -> None:
+    """shed_background refuses the queued background tasks at once and leaves urgent work be."""
+    classes = {**CLASSES, "background": TaskClassConfig(priority=9, max_concurrency=1)}
+    gates = Gates()
+    async with started(clock, section(classes)) as h:
+        running = h.scheduler.spawn(gates.hold("bg"), task_class="background")
+        queued = [h.scheduler.spawn(abs, -i, task_class="background") for i in range(3)]
+        assert h.scheduler.shed_background() == 3
+        for handle in queued:
+            with pytest.raises(Overloaded, match="shed \\(a recovery action\\)"):
+                await handle.result()
+        assert not running.done()
+        assert await h.scheduler.submit(abs, -3, task_class="command") == 3
+        assert h.scheduler.shed_background() == 0
+        later = h.scheduler.spawn(abs, -2, task_class="background")  # not refused: no overload
+        gates.open("bg")
+        assert await later.result() == 2
+        assert h.scheduler.statistics().classes["background"].shed == 3

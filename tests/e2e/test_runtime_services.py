@@ -50,6 +50,7 @@ async def test_disabled_scheduler_says_so(tmp_path: Path) -> None:
         None,
         env={
             "JARVIS_RUNTIME__SCHEDULER__ENABLED": "false",
+            "JARVIS_RUNTIME__QUOTAS__ENABLED": "false",
             "JARVIS_RUNTIME__LOGGING__FILE": str(tmp_path / "r.jsonl"),
             "JARVIS_RUNTIME__LOGGING__CONSOLE": "false",
         },
@@ -154,3 +155,40 @@ async def test_alert_rule_fires_on_a_custom_gauge(tmp_path: Path) -> None:
         assert event.name == "SttBacklog" and event.labels["device"] == "kitchen"
         assert event.annotations["summary"] == "queue at 4"
         assert [a.name for a in rt.alerts.active()] == ["SttBacklog"]
+
+
+async def test_cache_and_quotas_through_the_runtime(tmp_path: Path) -> None:
+    """rt.cache computes once per key; rt.quotas refuses an over-rate plugin call."""
+    from runtime import QuotaExceeded
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        config_text(tmp_path)
+        + "cache:\n  tiers:\n"
+        + "    - {name: l1, backend: memory, max_entries: 100}\n"
+        + f"    - {{name: l3, backend: sqlite, path: {tmp_path / 'cache.db'}}}\n"
+    )
+    calls: list[str] = []
+
+    async def llm(prompt: str) -> str:
+        calls.append(prompt)
+        return prompt[::-1]
+
+    async with Runtime.from_path(path) as rt:
+        for _ in range(3):
+            answer = await rt.cache.get_or_compute(
+                "q1", lambda: llm("weather?"), namespace="response"
+            )
+            assert answer == "?rehtaew"
+        assert calls == ["weather?"]
+        stats = rt.cache.statistics()
+        assert stats.hits == 2 and stats.misses == 1
+
+        rt.quotas.register("weather", rate=1, burst=1, on_rate="refuse")
+        assert await rt.submit(voice_turn, "a", task_class="command", plugin="weather") == "A"
+        with pytest.raises(QuotaExceeded, match="weather"):
+            await rt.submit(voice_turn, "b", task_class="command", plugin="weather")
+        plugin = rt.statistics().services["quotas"].plugins["weather"]
+        assert plugin.calls >= 1 and plugin.refused == 1
+        # The assembly offered the services' recovery actions to the quota budget.
+        assert {"shrink_caches", "shed_background"} <= set(rt.quotas._recovery.names())

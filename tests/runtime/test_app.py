@@ -23,7 +23,7 @@ def write_config(tmp_path: Path, extra: str = "", level: str = "info") -> Path:
         f"logging: {{level: {level}, file: {tmp_path / 'log' / 'runtime.jsonl'}, console: false}}\n"
         # The kernel alone: the actors have tests of their own.
         + "scheduler: {enabled: false}\nprofiler: {enabled: false}\nsampler: {enabled: false}\n"
-        + "alerts: {enabled: false}\n"
+        + "alerts: {enabled: false}\ncache: {enabled: false}\nquotas: {enabled: false}\n"
         + extra
     )
     return path

@@ -601,3 +601,13 @@ async def test_take_snapshot_reads_alerts_from_rt_alerts(
             "value": 2.0,
         }
     ]
+
+
+def test_breakdown_labels_may_share_a_parameter_name() -> None:
+    """A statistics breakdown labelled kind/name/value is exported, not a TypeError."""
+    from runtime.exposition import Families
+
+    families = Families()
+    families.add("jarvis_x", "gauge", "help", 1.0, kind="a", name="b", value="c")
+    [metric] = families.metrics()
+    assert [s.labels for s in metric.samples] == [{"kind": "a", "name": "b", "value": "c"}]
