@@ -243,6 +243,7 @@ class Cache:
         namespace, ttl or stale_s.
         """
         ns = self._ns(namespace)
+        _check_key(key)
         if not callable(compute):
             raise TypeError(f"compute must be a function of no arguments; got {compute!r}")
         job = Job(
@@ -287,8 +288,7 @@ class Cache:
         namespace, ttl or tag.
         """
         ns = self._ns(namespace)
-        if not isinstance(key, str):
-            raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")
+        _check_key(key)
         await self._set(ns, key, value, check_seconds("ttl", ttl), check_tags(tags), None)
 
     async def _set(
@@ -423,3 +423,8 @@ class Cache:
             f"namespace {namespace!r} is not configured (cache.namespaces has {known}); "
             "add it to the configuration"
         )
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")

@@ -87,6 +87,7 @@ class SqliteTier:
         self._totals = (0, 0)
         self.flushes = 0
         self.moved_aside: list[Path] = []
+        self.skipped = False  # the file could not be opened: the tier is left out
 
     @property
     def available(self) -> bool:
@@ -101,10 +102,11 @@ class SqliteTier:
 
     async def open(self) -> None:
         """Open the file, replacing it if corrupt; on any other failure log it and go without."""
+        self.skipped = False
         try:
             self._file = await self._open_replacing()
         except (OSError, sqlite3.Error) as exc:
-            self.counts.errors += 1
+            self._skip()
             self._log.error(
                 "cache database not opened; the tier is skipped until the cache restarts",
                 path=str(self.path),
@@ -161,10 +163,18 @@ class SqliteTier:
                 await self._move_aside(sqlite3.DatabaseError("corrupt while in use"))
                 self._file = await SqliteFile.open(self.path)
             except (OSError, sqlite3.Error) as exc:
+                self._skip()
                 self._log.error("cache database not replaced; the tier is skipped", error=repr(exc))
                 return
             self._occupancy, self._sizes = None, {}
             await self._load_index()
+
+    def _skip(self) -> None:
+        """No file: writes are dropped (not buffered without end) until the next open."""
+        self.counts.errors += 1
+        self.skipped = True
+        self._pending.clear()
+        self._touched.clear()
 
     async def close(self) -> None:
         """Commit what is buffered, then close the file."""
@@ -231,7 +241,10 @@ class SqliteTier:
     # -- writes -------------------------------------------------------------------------------
 
     async def store(self, namespace: str, key: str, record: Record, now: float) -> None:
-        """Write ``record`` (committed before returning with ``write: through``)."""
+        """Write ``record`` (committed before returning with ``write: through``); dropped
+        while the tier is skipped (its file could not be opened)."""
+        if self.skipped:
+            return
         expires_at, keep_until = within_tier(record.expires_at, record.keep_until, now, self.ttl_s)
         id_ = entry_id(namespace, key)
         self._pending[id_] = (Record(record.data, expires_at, keep_until, record.tags), now)
@@ -244,6 +257,11 @@ class SqliteTier:
         await self._after_write()
 
     async def _after_write(self) -> None:
+        if self._file is None:  # not open yet (or between restarts): keep the newest writes
+            while len(self._pending) > self.write_behind.max_pending:
+                del self._pending[next(iter(self._pending))]
+                self.counts.errors += 1
+            return
         if self.write == "through" or len(self._pending) >= self.write_behind.max_pending:
             await self.flush()
         elif len(self._pending) >= self.write_behind.batch and self.on_flush_needed is not None:

@@ -58,6 +58,8 @@ async def test_set_refuses_what_cannot_be_encoded_and_bad_arguments(clock: FakeC
         await cache.set("k", {1: object()})
     with pytest.raises(TypeError, match="key must be a str, got 7"):
         await cache.set(7, "v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"key must be a str, got b'k' \(bytes\)"):
+        await cache.get_or_compute(b"k", lambda: 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ttl must be a number of seconds > 0 or None, got 0"):
         await cache.set("k", "v", ttl=0)
     with pytest.raises(ValueError, match="tags must be a list of str, got the str 'user'"):

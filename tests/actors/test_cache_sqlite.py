@@ -274,15 +274,31 @@ async def test_a_file_that_cannot_be_opened_leaves_the_tier_out(
         f" {{name: l3, backend: sqlite, path: '{path}'}}]"
     )
     with capture_logs() as logs:
-        async with make_cache(clock, tiers).running() as cache:
-            await cache.set("k", "v")
-            assert await cache.get("k") == "v"
+        async with make_cache(clock, tiers, extra=BEHIND).running() as cache:
+            for index in range(20):  # more than max_pending: nothing is kept for a file
+                await cache.set(f"k{index}", "v")
+            assert await cache.get("k0") == "v"
             await cache.flush()
+            assert l3(cache).pending_writes == 0
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
         "cache database not opened; the tier is skipped until the cache restarts"
     ]
     stats = tier_stats(cache, "l3")
     assert (stats.available, stats.errors) == (False, 1)
+
+
+async def test_writes_before_the_file_opens_are_buffered_up_to_max_pending(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Before open the newest max_pending writes wait (older ones are dropped, counted)."""
+    path = tmp_path / "c.db"
+    cache = sqlite_cache(clock, path)
+    for index in range(10):
+        await cache.set(f"k{index}", index)
+    assert l3(cache).pending_writes == 8 and tier_stats(cache, "l3").errors == 2
+    async with cache.running():
+        await cache.flush()
+    assert await ids(path) == [f"response:k{index}" for index in range(2, 10)]
 
 
 async def test_a_failed_batch_is_kept_for_the_next_one(clock: FakeClock, tmp_path: Path) -> None:
