@@ -210,15 +210,15 @@ class Cache:
             return _MISSING
 
     def _count(self, ns: _Namespace, key: str, found: Found | None, default: Any) -> Any:
-        counts = ns
+        """Count a read through the tiers in its namespace; its value, or ``default``."""
         if found is None:
-            counts.misses += 1
+            ns.misses += 1
             self._events.miss(ns.name, key, None)
             return default
-        counts.hits += 1
-        counts.stale += found.stale
+        ns.hits += 1
+        ns.stale += found.stale
         if found.value is None:
-            counts.negative += 1
+            ns.negative += 1
         return found.value
 
     async def get_or_compute(
@@ -236,11 +236,12 @@ class Cache:
         cached. Concurrent callers of one key compute it once (single flight); a ``None``
         result is cached as "not found" when the namespace has ``negative_ttl_s``.
 
-        A stale entry (within ``stale_s`` past its TTL; default: the namespace's ``stale_s``)
-        is returned at once while it is recomputed in the background (stale-while-revalidate;
-        only while the cache runs). Raises what ``compute`` raised (to every caller waiting
-        for it), ``TypeError`` for a result that cannot be cached, ``ValueError`` for a bad
-        namespace, ttl or stale_s.
+        An entry past its TTL but within its stale window is returned at once while it is
+        recomputed in the background (stale-while-revalidate; only while the cache runs).
+        ``stale_s`` is the stale window of what this call caches (default: the namespace's
+        ``stale_s``; None there: no window). ``type`` as for ``get``. Raises what ``compute``
+        raised (to every caller waiting for it), ``TypeError`` for a key that is not a str or
+        a result that cannot be cached, ``ValueError`` for a bad namespace, ttl or stale_s.
         """
         ns = self._ns(namespace)
         _check_key(key)
