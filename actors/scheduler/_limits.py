@@ -114,12 +114,39 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's resident high-water mark (VmHWM), so it measures one call.
+
+    ``ru_maxrss`` is the whole life's peak: a worker that was once bigger hides what a later
+    call used. Linux resets VmHWM on writing 5 to /proc/self/clear_refs.
+    """
+    try:
+        with open("/proc/self/clear_refs", "wb") as file:
+            file.write(b"5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_bytes() -> int | None:
+    """VmHWM from /proc/self/status, in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as file:
+            for line in file:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class Meter:
     """Measures one call in the worker: made when it starts, read when it ends."""
 
     def __init__(self) -> None:
         statm = _statm()
         self._peak_before = _maxrss_bytes()
+        self._peak_reset = _reset_peak_rss()
         self.start_rss_bytes = statm[1] if statm is not None else self._peak_before
         self._cpu_before = time.process_time()
 
@@ -127,11 +154,14 @@ class Meter:
         return STARTED_TAG + _STARTED.pack(self.start_rss_bytes)
 
     def usage_frame(self) -> bytes:
-        peak = _maxrss_bytes()
-        if peak <= self._peak_before:  # the worker was bigger before: the call's own peak is
-            statm = _statm()  # unknown, at least what it holds now
-            peak = max(self.start_rss_bytes, statm[1] if statm is not None else 0)
-        return USAGE_TAG + _USAGE.pack(time.process_time() - self._cpu_before, peak)
+        cpu_s = time.process_time() - self._cpu_before
+        peak = _peak_rss_bytes() if self._peak_reset else None
+        if peak is None:
+            peak = _maxrss_bytes()
+            if peak <= self._peak_before:  # the worker was bigger before: the call's own peak
+                statm = _statm()  # is unknown, at least what it holds now
+                peak = max(self.start_rss_bytes, statm[1] if statm is not None else 0)
+        return USAGE_TAG + _USAGE.pack(cpu_s, peak)
 
 
 def _lower(which: int, soft: int) -> tuple[int, int, int]:

@@ -255,3 +255,15 @@ async def test_closing_the_pool_lets_a_held_call_finish(tmp_path: Path) -> None:
         with anyio.fail_after(3):  # well within shutdown_timeout_s: not killed
             await solo.aclose()
     assert len(results) == 1 and isinstance(results[0], int)
+
+
+@on_module_loop
+async def test_a_call_peak_is_its_own_after_a_bigger_one(pool: ProcessPool) -> None:
+    """A worker that once held 96 MiB still reports a later 32 MiB call's own peak."""
+    first = ProcessWatch(memory_limit_bytes=512 * MIB, cpu_limit_s=30)
+    assert await run_watched(pool, first, procfuncs.allocate, 96) == 96 * MIB
+    second = ProcessWatch(memory_limit_bytes=512 * MIB, cpu_limit_s=30)
+    assert await run_watched(pool, second, procfuncs.allocate, 32) == 32 * MIB
+    assert second.start_rss_bytes is not None and second.peak_rss_bytes is not None
+    assert second.peak_rss_bytes >= second.start_rss_bytes + 30 * MIB
+    assert second.peak_rss_bytes < second.start_rss_bytes + 90 * MIB
