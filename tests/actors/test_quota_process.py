@@ -154,7 +154,7 @@ async def test_a_plugin_past_its_time_limit_is_cancelled_on_time(tmp_path: Path)
                 await r.run(procfuncs.spin_until, str(tmp_path / "never"), plugin="slow")
             elapsed = time.monotonic() - began
             (event,) = drain(events)
-        assert 0.3 <= elapsed < 0.8
+        assert 0.3 <= elapsed < 1.0  # the kill, and a replacement worker started, included
         assert event.pid == worker  # type: ignore[attr-defined]
         assert worker not in children()
         assert await r.run(procfuncs.square, 3) == 9
