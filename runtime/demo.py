@@ -328,9 +328,11 @@ async def _show_progress(
         p99_ms = {}
         for name in done:
             try:
-                p99_ms[name] = rt.profiler.histogram(name, "end_to_end").percentile(99) * 1000
-            except KeyError:  # nothing of the class has finished yet
+                latency = rt.profiler.histogram(name, "end_to_end")
+            except KeyError:  # no task of the class has been seen yet
                 continue
+            if latency.count:
+                p99_ms[name] = latency.percentile(99) * 1000
         display.show(
             progress_line(elapsed_s, options.duration_s, done, p99_ms, observer.cpu_now_percent)
         )

@@ -8,10 +8,11 @@ deadline misses, the cache's and the quotas' counts, the supervisors' restarts) 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
+from .config import PluginQuota
 from .events import AlertFiring
 
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ class Observer:
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
-        services = rt.statistics().services
-        self._samples = rt.sampler.subscribe(capacity=1000) if "sampler" in services else None
-        self._alerts = rt.alerts.subscribe(capacity=1000) if "alerts" in services else None
+        enabled = rt.config
+        self._samples = rt.sampler.subscribe(capacity=1000) if enabled.sampler.enabled else None
+        self._alerts = rt.alerts.subscribe(capacity=1000) if enabled.alerts.enabled else None
         self.cpu_percents: list[float] = []
         self.machine_percents: list[float] = []
         self.rss_peak_bytes = 0
@@ -215,9 +216,9 @@ def class_rows(rt: Runtime) -> list[ClassRow]:
 
 def plugin_rows(rt: Runtime) -> list[PluginRow]:
     """Each plugin with a quota; none when quotas are not running."""
-    quotas: Any = rt.statistics().services.get("quotas")
-    if quotas is None:
+    if not rt.config.quotas.enabled:
         return []
+    quotas = rt.quotas.statistics()
     return [
         PluginRow(
             name=name,
@@ -232,7 +233,7 @@ def plugin_rows(rt: Runtime) -> list[PluginRow]:
     ]
 
 
-def _describe_quota(quota: Any) -> str:
+def _describe_quota(quota: PluginQuota) -> str:
     parts = []
     if quota.rate is not None:
         parts.append(f"{quota.rate:g}/s" + (f" burst {quota.burst}" if quota.burst else ""))
@@ -245,9 +246,9 @@ def _describe_quota(quota: Any) -> str:
 
 def cache_rows(rt: Runtime, workload: Workload) -> list[CacheRow] | None:
     """The namespaces the demo used: the cache's counts and the demo's repeated requests."""
-    cache: Any = rt.statistics().services.get("cache")
-    if cache is None or not workload.cache_running:
+    if not workload.cache_running:
         return None
+    cache = rt.cache.statistics()
     rows = []
     for namespace, tally in workload.caches.items():
         counts = cache.namespaces.get(namespace)
@@ -285,7 +286,6 @@ def summarize(
 ) -> Summary:
     """Read the runtime's statistics into the final table's ``Summary`` (while it runs)."""
     observer.poll()
-    services = rt.statistics().services
     return Summary(
         config=config,
         duration_s=duration_s,
@@ -296,7 +296,7 @@ def summarize(
         caches=cache_rows(rt, workload),
         resources=observer.resources(),
         alerts=dict(observer.fired),
-        pending=sorted({a.name for a in rt.alerts.pending()}) if "alerts" in services else [],
+        pending=sorted({a.name for a in rt.alerts.pending()}) if rt.config.alerts.enabled else [],
         restarts=restarts(rt.statistics().supervisor),
         unfinished=sum(o.in_flight for o in workload.outcomes.values()),
         log_file=rt.config.logging.file,

@@ -1,30 +1,41 @@
-"""The demo's simulated assistant: what arrives, when, and what each piece of work does.
+"""The demo's simulated assistant: what arrives, when, and how it ended.
 
 Five streams arrive as Poisson processes (exponential gaps, rates scaled by the load factor):
 wake-word verifications and voice turns (coroutines on the loop: simulated model and network
 waits plus small CPU bits), home-control commands and plugin calls (blocking I/O in threads,
 the plugins under quotas), and background maintenance (pure-Python CPU work in worker
-processes). Voice turns look their utterance's LLM response and embeddings up in the cache;
-utterances and memory snippets are drawn from Zipf distributions, as people repeat themselves.
+processes). Voice turns look their utterance's LLM response and embeddings up in the cache.
+What each request does is in ``runtime.demotasks``.
 
 Every random draw comes from one ``random.Random`` per stream, seeded from ``--seed``: the same
-seed gives the same arrivals and the same work. The functions that run in threads and worker
-processes are module-level (a worker process imports this module by name to run them).
+seed gives the same arrivals and the same work.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import random
-import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
+from .demotasks import (
+    DEVICES,
+    SNIPPET_WEIGHTS,
+    SNIPPETS,
+    UTTERANCE_WEIGHTS,
+    UTTERANCES,
+    VoiceTurn,
+    embed,
+    home_command,
+    llm,
+    maintenance_job,
+    plugin_call,
+    spin_cpu,
+    verify_wake_word,
+)
 from .exceptions import DeadlineExceeded, Overloaded, QuotaExceeded
 from .logging import get_logger
 
@@ -40,10 +51,7 @@ __all__ = [
     "Outcomes",
     "Stream",
     "Workload",
-    "maintenance_job",
-    "plugin_call",
-    "spin_cpu",
-    "zipf_weights",
+    "register_plugins",
 ]
 
 log = get_logger("demo")
@@ -70,111 +78,9 @@ STREAMS = (
 # The demo's plugins and their quotas (rate in calls per second), registered unless the
 # config already declares them; the rates are above the demo's average so only bursts wait.
 PLUGINS: dict[str, dict[str, Any]] = {
-    "weather": {"timeout_s": 1.0, "rate": 2.0, "burst": 3, "max_concurrency": 2},
+    "weather": {"timeout_s": 1.0, "rate": 2.0, "burst": 2, "max_concurrency": 2},
     "calendar": {"timeout_s": 1.0, "rate": 4.0, "burst": 4, "max_concurrency": 2},
 }
-
-_UTTERANCE_PATTERNS = (
-    "what's the weather {when}",
-    "turn {state} the {room} lights",
-    "set a timer for {minutes} minutes",
-    "play {genre} in the {room}",
-)
-_FILLERS = {
-    "when": ["today", "tomorrow", "this evening", "this weekend"],
-    "state": ["on", "off"],
-    "room": ["kitchen", "living room", "bedroom"],
-    "minutes": ["five", "ten", "twenty"],
-    "genre": ["jazz", "the news", "a podcast"],
-}
-
-
-def _utterances() -> list[str]:
-    """Every utterance the simulated household says, most popular first (Zipf rank order)."""
-    out: list[str] = []
-    for pattern in _UTTERANCE_PATTERNS:
-        keys = [k for k in _FILLERS if "{" + k + "}" in pattern]
-        for values in itertools.product(*(_FILLERS[k] for k in keys)):
-            out.append(pattern.format(**dict(zip(keys, values, strict=True))))
-    random.Random(7).shuffle(out)  # interleave the patterns across the popularity ranks
-    return out
-
-
-UTTERANCES = _utterances()
-SNIPPETS = [f"memory note {i}" for i in range(200)]  # what retrieval finds for a turn
-
-
-def zipf_weights(n: int, exponent: float) -> list[float]:
-    """Cumulative Zipf weights of ranks 1..n (``random.choices(cum_weights=...)``).
-
-    Raises ``ValueError`` for ``n`` < 1 or an ``exponent`` that is not > 0.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not exponent > 0:
-        raise ValueError(f"exponent must be > 0, got {exponent}")
-    return list(itertools.accumulate(1.0 / rank**exponent for rank in range(1, n + 1)))
-
-
-_UTTERANCE_WEIGHTS = zipf_weights(len(UTTERANCES), 1.2)
-_SNIPPET_WEIGHTS = zipf_weights(len(SNIPPETS), 1.1)
-
-
-# -- the work itself -------------------------------------------------------------------------
-
-
-def spin_cpu(ms: float) -> int:
-    """Busy pure-Python arithmetic for ``ms`` milliseconds of wall time; returns a checksum."""
-    end = time.perf_counter() + ms / 1000
-    x = 1
-    while time.perf_counter() < end:
-        for _ in range(200):
-            x = (x * 31 + 7) % 1_000_003
-    return x
-
-
-def maintenance_job(cpu_ms: float) -> int:
-    """Background maintenance in a worker process: ``cpu_ms`` of this process's CPU time.
-
-    Measured as CPU time, so time spent paused (the scheduler stops background workers while
-    urgent work runs) does not count as work done.
-    """
-    end = time.process_time() + cpu_ms / 1000
-    x = 1
-    while time.process_time() < end:
-        for _ in range(2000):
-            x = (x * 31 + 7) % 1_000_003
-    return x
-
-
-def plugin_call(name: str, io_s: float) -> str:
-    """A plugin's blocking call (an HTTP request, a file): runs in a worker thread."""
-    time.sleep(io_s)
-    return f"{name}: ok"
-
-
-def home_command(device: str, io_s: float) -> str:
-    """A home-control command: blocking I/O to a device, in a worker thread."""
-    time.sleep(io_s)
-    spin_cpu(0.2)
-    return f"{device}: done"
-
-
-def _embedding(text: str, size: int = 32) -> list[float]:
-    """A deterministic stand-in for an embedding vector."""
-    seed = zlib.crc32(text.encode())
-    return [((seed * (i + 1)) % 1000) / 1000 for i in range(size)]
-
-
-class VoiceTurn(NamedTuple):
-    """One voice turn's draws: what was said, what retrieval finds, and how slow things are."""
-
-    utterance: str
-    snippets: tuple[str, ...]
-    stt_s: float
-    embed_s: float
-    llm_s: float
-    cpu_ms: float
 
 
 # -- counting outcomes ------------------------------------------------------------------------
@@ -228,48 +134,19 @@ class CacheTally:
 
 # -- the assistant ------------------------------------------------------------------------------
 
-DEVICES = ("thermostat", "kitchen lights", "front door lock", "tv")
-
 Request = Callable[[], Awaitable[Any]]
 _ENDING_QUOTAS = frozenset({"timeout", "memory", "cpu"})  # a call ended for these, not refused
-
-
-async def verify_wake_word(model_s: float, cpu_ms: float) -> bool:
-    """Second-stage wake-word check: wait for the verifier model, score the frame."""
-    await anyio.sleep(model_s)
-    return spin_cpu(cpu_ms) % 2 == 0
-
-
-async def _embed(text: str, delay_s: float) -> list[float]:
-    """A simulated embedding model call (network or accelerator I/O)."""
-    await anyio.sleep(delay_s)
-    return _embedding(text)
-
-
-async def _llm(text: str, delay_s: float) -> str:
-    """A simulated LLM call: the slow, expensive thing the response cache saves."""
-    await anyio.sleep(delay_s)
-    return f"(an answer to '{text}')"
-
-
-def _service(rt: Runtime, name: str) -> Any:
-    """``rt.<name>``, or None when the runtime does not run that service."""
-    try:
-        return getattr(rt, name)
-    except (AttributeError, RuntimeError):
-        return None
 
 
 def register_plugins(rt: Runtime) -> list[str]:
     """Give the demo's plugins their quotas, unless the config declares them; returns the
     names registered here (none when quotas are not running)."""
-    quotas = _service(rt, "quotas")
-    if quotas is None:
+    if not rt.config.quotas.enabled:
         return []
-    known = quotas.plugins()
+    known = rt.quotas.plugins()
     added = [name for name in PLUGINS if name not in known]
     for name in added:
-        quotas.register(name, **PLUGINS[name])
+        rt.quotas.register(name, **PLUGINS[name])
     return added
 
 
@@ -286,7 +163,7 @@ class Workload:
             raise ValueError(f"load must be a finite number > 0, got {load!r}")
         self._rt = rt
         self._load = load
-        self._cache = _service(rt, "cache")
+        self._cache = rt.cache if rt.config.cache.enabled else None
         # A string seed is hashed with SHA-512 by random: the same on every run and machine.
         self._rngs = {s.name: random.Random(f"{seed}:{s.name}") for s in STREAMS}
         self._arrivals = anyio.CancelScope()
@@ -362,8 +239,8 @@ class Workload:
 
     def _voice(self, rng: random.Random) -> Request:
         turn = VoiceTurn(
-            utterance=rng.choices(UTTERANCES, cum_weights=_UTTERANCE_WEIGHTS)[0],
-            snippets=tuple(rng.choices(SNIPPETS, cum_weights=_SNIPPET_WEIGHTS, k=3)),
+            utterance=rng.choices(UTTERANCES, cum_weights=UTTERANCE_WEIGHTS)[0],
+            snippets=tuple(rng.choices(SNIPPETS, cum_weights=SNIPPET_WEIGHTS, k=3)),
             stt_s=rng.uniform(0.015, 0.06),
             embed_s=rng.uniform(0.01, 0.03),
             llm_s=rng.uniform(0.06, 0.18),
@@ -396,9 +273,9 @@ class Workload:
         spin_cpu(turn.cpu_ms)  # normalizing and tokenizing the transcript
         async with anyio.create_task_group() as lookups:
             for text in (turn.utterance, *turn.snippets):
-                embed = functools.partial(_embed, text, turn.embed_s)
-                lookups.start_soon(self._lookup, "embedding", text, embed)
-        answer = functools.partial(_llm, turn.utterance, turn.llm_s)
+                compute = functools.partial(embed, text, turn.embed_s)
+                lookups.start_soon(self._lookup, "embedding", text, compute)
+        answer = functools.partial(llm, turn.utterance, turn.llm_s)
         response: str = await self._lookup("response", turn.utterance, answer)
         return response
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from runtime.actor import ActorStatistics
 from runtime.channel import ChannelStatistics
 from runtime.cli import main
+from runtime.config import load_config
 from runtime.demo import demo_config_problems
 from runtime.demoreport import (
     CacheRow,
@@ -29,7 +31,8 @@ from runtime.demoreport import (
     restarts,
 )
 from runtime.demotable import Marks, progress_line, render_summary
-from runtime.demowork import STREAMS, CacheTally, Outcomes, Workload, zipf_weights
+from runtime.demotasks import zipf_weights
+from runtime.demowork import STREAMS, CacheTally, Outcomes, Workload
 from runtime.exceptions import DeadlineExceeded, Overloaded, QuotaExceeded, WorkerDied
 from runtime.supervisor import SupervisorStatistics
 
@@ -81,7 +84,8 @@ def test_demo_in_process_prints_every_class_with_a_mark(
     assert set(marks) == set(CLASSES)
     assert set(marks.values()) <= {"PASS", "FAIL"}
     assert "✓ PASS" in out or "✗ FAIL" in out
-    assert "cache namespace" in out or "cache: not running" in out
+    assert "cache namespace" in out and "\nresponse " in out and "\nembedding " in out
+    assert "weather (2/s burst 2" in out and "calendar (4/s" in out  # registered quotas
     assert "CPU, average" in out and "memory, peak RSS" in out
     assert "/2 s] CPU" in out  # progress lines (stdout is no tty here)
     actors = log_actors(tmp_path / "log" / "runtime.jsonl")
@@ -212,8 +216,6 @@ def test_a_config_without_the_assistant_classes_exits_2(
 
 def test_config_problems_empty_for_the_shipped_config() -> None:
     """The shipped config.yaml runs the demo as it is."""
-    from runtime.config import load_config
-
     assert demo_config_problems(load_config(ROOT / "config.yaml")) == []
 
 
@@ -363,6 +365,16 @@ def test_zipf_weights_fall_by_rank_and_refuse_bad_input() -> None:
         zipf_weights(3, 0)
 
 
+def no_cache_runtime() -> SimpleNamespace:
+    """What a Workload reads of a Runtime whose cache is off (it submits nothing here)."""
+    config = load_config(None)
+    return SimpleNamespace(
+        config=msgspec.structs.replace(
+            config, cache=msgspec.structs.replace(config.cache, enabled=False)
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("error", "counted"),
     [
@@ -376,7 +388,7 @@ def test_zipf_weights_fall_by_rank_and_refuse_bad_input() -> None:
 )
 async def test_each_request_ending_is_counted(error: Exception | None, counted: str) -> None:
     """A request's result or error lands in exactly one of the outcome counters."""
-    workload = Workload(object(), load=1)  # type: ignore[arg-type]
+    workload = Workload(no_cache_runtime(), load=1)  # type: ignore[arg-type]
 
     async def request() -> None:
         if error is not None:
