@@ -320,8 +320,9 @@ class PluginQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """One plugin's limits; a limit left out (None) is not enforced.
 
     ``memory_mb`` is what a call may add to its worker process's resident memory;
-    ``cpu_percent`` its worker's share of the whole machine. ``on_rate`` and ``on_concurrency``
-    say whether a call over the limit waits (at most ``max_waiting`` at once) or is refused.
+    ``cpu_percent`` the share of the whole machine the plugin's process calls use together.
+    ``on_rate`` and ``on_concurrency`` say whether a call over the limit waits (at most
+    ``max_waiting`` at once) or is refused.
     """
 
     timeout_s: PosFloat | None = None

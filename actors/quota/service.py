@@ -117,10 +117,10 @@ class QuotaEnforcer:
         """Declare plugin ``name``'s limits (None: not enforced), or change them live.
 
         ``rate`` is in calls per second; ``memory_mb`` what a call may add to its worker
-        process; ``cpu_percent`` its worker's share of the machine. Calls already waiting
-        keep waiting under the new limits. Raises ``ValueError`` naming the parameter for a
-        bad name (or the reserved ``"runtime"``), a limit that is not > 0, a rate given as a
-        string, a contradiction, or a limit above the runtime's budget.
+        process; ``cpu_percent`` the share of the machine its process calls use together.
+        Calls already waiting keep waiting under the new limits. Raises ``ValueError``
+        naming the parameter for a bad name (or the reserved ``"runtime"``), a limit that is
+        not > 0, a rate given as a string, a contradiction, or a limit above the budget.
         """
         if name == RUNTIME:
             raise ValueError(f"plugin name {RUNTIME!r} is reserved for the runtime's own budget")
