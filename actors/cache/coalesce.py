@@ -3,10 +3,10 @@
 Readers of the same key share one read; readers of different keys that arrive together share
 one batch (``SELECT ... WHERE id IN (...)``, ``MGET``). The first reader to find no batch under
 way leads: it lets the loop run once, so that the readers started alongside it join, then
-fetches everything waiting, batch after batch, until nothing waits. Followers only wait. A
-leader whose last batch held one key alone (a reader on its own) does not wait that turn: it
-fetches at once, and readers arriving meanwhile make the next batch (which, if it holds more
-than one key, brings the wait back).
+fetches everything waiting, batch after batch, until nothing waits. Followers only wait. When
+no other reader came while the last leader led (a reader on its own), the next leader does not
+wait that turn: it fetches at once, and readers arriving meanwhile make the next batch (and
+bring the wait back).
 
 The leader's fetching is shielded from its own cancellation: the followers depend on it, and
 a fetch is bounded by the tier's own timeout. A leader cancelled meanwhile sees its
@@ -64,11 +64,13 @@ class Coalescer(Generic[K, V]):
         self._fetching: dict[K, _Read[V]] = {}  # in the batch under way
         self._leading = False
         self._company = True  # readers came together lately: wait a turn for them to join
+        self._arrivals = 0
         self.batches = 0  # fetches made
         self.coalesced = 0  # reads that joined another reader's read of the same key
 
     async def get(self, key: K) -> V | None:
         """The value of ``key``, or ``None``. Raises what ``fetch`` raised for its batch."""
+        self._arrivals += 1
         read = self._waiting.get(key) or self._fetching.get(key)
         if read is not None:
             self.coalesced += 1
@@ -90,17 +92,17 @@ class Coalescer(Generic[K, V]):
     async def _lead(self) -> None:
         with anyio.CancelScope(shield=True):
             try:
+                arrivals = self._arrivals
                 if self._company:
                     await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
-                self._company = False
                 while self._waiting:
                     await self._fetch_batch()
+                self._company = self._arrivals > arrivals  # others came while this one led
             finally:
                 self._leading = False
 
     async def _fetch_batch(self) -> None:
         keys = list(self._waiting)[: self.max_batch]
-        self._company = self._company or len(keys) > 1
         batch = {key: self._waiting.pop(key) for key in keys}
         self._fetching.update(batch)
         self.batches += 1

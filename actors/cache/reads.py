@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from runtime.events import CacheHit
+
 from . import codec
 from .entry import MemoryEntry, Record
 from .memory import DecodeErrors, MemoryTier
@@ -65,7 +67,9 @@ class Reader:
                 elif found is not None and record is not None and index:
                     await self._promote(index, namespace, key, found.value, record, now)
             if found is not None:
-                self._events.hit(namespace, key, tier.name)
+                bus = self._events.bus
+                if bus is not None and bus.wants(CacheHit):  # built only when wanted
+                    self._events.hit(namespace, key, tier.name)
                 return found
             self._events.miss(namespace, key, tier.name)
         return None

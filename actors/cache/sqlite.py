@@ -197,10 +197,11 @@ class SqliteTier:
             self.counts.misses += 1
             return None
         record, accessed_at = found
-        accessed_at = max(accessed_at, self._touched.get(id_, accessed_at))
-        idle_until = math.inf if self.tti_s is None else accessed_at + self.tti_s
-        if now >= min(record.keep_until, idle_until):
-            await self._expire(id_, "ttl" if record.keep_until <= idle_until else "tti", now)
+        keep_until, idle_until = record.keep_until, math.inf
+        if self.tti_s is not None:
+            idle_until = max(accessed_at, self._touched.get(id_, accessed_at)) + self.tti_s
+        if now >= keep_until or now >= idle_until:
+            await self._expire(id_, "ttl" if keep_until <= idle_until else "tti", now)
             self.counts.misses += 1
             return None
         if now >= record.expires_at and not stale_ok:

@@ -131,6 +131,10 @@ class SqliteFile:
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
         await db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: hot rows stay in memory
+        # Reads map the first 64 MiB of the file instead of a read() per page (as diskcache
+        # does). A mapped file truncated under us would fault; SQLite never shrinks it here
+        # (no VACUUM, no auto_vacuum), so only another program could.
+        await db.execute("PRAGMA mmap_size=67108864")
         (version,) = await self._one("PRAGMA user_version")
         if version not in (0, _VERSION):
             error = sqlite3.DatabaseError(f"cache database format {version} is not {_VERSION}")

@@ -263,8 +263,8 @@ async def test_coalescer_serves_concurrent_readers_with_one_batch_and_one_read_p
 
 
 async def test_a_lone_reader_does_not_wait_a_turn_until_readers_come_together() -> None:
-    """After a batch of one key the next leader fetches at once; a batch of several brings
-    the turn of waiting (and one batch for a burst) back."""
+    """When nobody joined the last leader the next one fetches at once; a reader joining
+    brings the turn of waiting (and one batch for a burst) back."""
     fetched: list[list[str]] = []
 
     async def fetch(keys: list[str]) -> dict[str, str]:
@@ -280,10 +280,10 @@ async def test_a_lone_reader_does_not_wait_a_turn_until_readers_come_together() 
                 tg.start_soon(reads.get, key)
 
     await reads.get("a")  # the first leader waits a turn: nobody joins
+    await reads.get("a2")  # so this one does not
     await burst("b", "c")  # b fetches at once; c, arriving meanwhile, is the next batch
-    await burst("d", "e", "f")  # d at once; e and f together: the wait comes back
-    await burst("g", "h", "i")
-    assert fetched == [["a"], ["b"], ["c"], ["d"], ["e", "f"], ["g", "h", "i"]]
+    await burst("d", "e", "f")  # c joined b: the wait is back, the burst is one batch
+    assert fetched == [["a"], ["a2"], ["b"], ["c"], ["d", "e", "f"]]
 
 
 async def test_coalescer_gives_a_failed_fetch_to_every_reader_of_the_batch() -> None:
