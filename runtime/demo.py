@@ -54,7 +54,7 @@ At load 1.0, per second on average (Poisson arrivals): 2 wake-word checks, 1.5 v
 _EPILOG = """\
 exit codes: 0 the run completed (the PASS/FAIL marks are information, not the exit code),
 1 runtime failure, 2 bad usage or bad configuration, 130 stopped early by Ctrl-C (the table
-is still printed)."""
+is still printed; a second Ctrl-C does not wait for the requests in flight)."""
 
 
 class DemoOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,17 +258,19 @@ async def _demo(options: DemoOptions, out: TextIO) -> tuple[Summary, bool]:
 
 
 class _Stopped:
+    """Whether a signal stopped the demo before its duration."""
+
     early = False
 
 
 async def _stop_on_signal(
     signals: AsyncIterator[int], workload: Workload, stopped: _Stopped
 ) -> None:
-    """The first SIGINT or SIGTERM stops the arrivals; the table is still printed."""
+    """The first SIGINT or SIGTERM stops the arrivals and lets what is in flight finish; a
+    second one cancels that too. The table is printed either way."""
     async for _signum in signals:
+        workload.stop(now=stopped.early)
         stopped.early = True
-        workload.stop()
-        return
 
 
 def _header(options: DemoOptions, out: TextIO) -> None:

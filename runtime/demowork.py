@@ -166,7 +166,8 @@ class Workload:
         self._cache = rt.cache if rt.config.cache.enabled else None
         # A string seed is hashed with SHA-512 by random: the same on every run and machine.
         self._rngs = {s.name: random.Random(f"{seed}:{s.name}") for s in STREAMS}
-        self._arrivals = anyio.CancelScope()
+        self._arrivals = anyio.CancelScope()  # the arrivals: ends at the duration, or stop()
+        self._work = anyio.CancelScope()  # the requests in flight: the grace, or stop(now=True)
         self._makers: dict[str, Callable[[random.Random], Request]] = {
             "wake_word": self._wake_word,
             "voice": self._voice,
@@ -181,24 +182,29 @@ class Workload:
     def cache_running(self) -> bool:
         return self._cache is not None
 
-    def stop(self) -> None:
-        """Stop the arrivals now (what is in flight still finishes)."""
+    def stop(self, *, now: bool = False) -> None:
+        """Stop the arrivals; what is in flight still finishes, unless ``now``: then it is
+        cancelled (and counted as unfinished)."""
         self._arrivals.cancel()
+        if now:
+            self._work.cancel()
 
     async def run(self, duration_s: float, *, grace_s: float = 10.0) -> float:
         """Let work arrive for ``duration_s``, then wait up to ``grace_s`` for what is in
         flight; what is still unfinished then is cancelled (counted as in flight). Returns
         the seconds work arrived for (less than ``duration_s`` after ``stop()``)."""
         started = anyio.current_time()
-        async with anyio.create_task_group() as work:
-            with self._arrivals:
-                self._arrivals.deadline = started + duration_s
-                async with anyio.create_task_group() as arrivals:
-                    for stream in STREAMS:
-                        arrivals.start_soon(self._arrive, stream, work)
-            arrived_s = anyio.current_time() - started
-            work.cancel_scope.deadline = anyio.current_time() + grace_s
-        return arrived_s
+        arrived_s = None  # stays None when stop(now=True) cancels the arrivals with the rest
+        with self._work:
+            async with anyio.create_task_group() as work:
+                with self._arrivals:
+                    self._arrivals.deadline = started + duration_s
+                    async with anyio.create_task_group() as arrivals:
+                        for stream in STREAMS:
+                            arrivals.start_soon(self._arrive, stream, work)
+                arrived_s = anyio.current_time() - started
+                self._work.deadline = anyio.current_time() + grace_s
+        return arrived_s if arrived_s is not None else anyio.current_time() - started
 
     async def _arrive(self, stream: Stream, work: TaskGroup) -> None:
         rng = self._rngs[stream.name]

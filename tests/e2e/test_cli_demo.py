@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import anyio
 import msgspec
 import pytest
 
@@ -399,6 +400,48 @@ async def test_each_request_ending_is_counted(error: Exception | None, counted: 
     counts = {k: getattr(outcome, k) for k in ("completed", "late", "refused", "failed")}
     assert counts == {k: int(k == counted) for k in counts}
     assert (outcome.submitted, outcome.in_flight) == (1, 0)
+
+
+class HeldRuntime(SimpleNamespace):
+    """A runtime whose submit holds every request until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(config=no_cache_runtime().config)
+        self.first = anyio.Event()
+        self.release = anyio.Event()
+        self.requests = 0
+
+    async def submit(self, fn: object, *args: object, **kwargs: object) -> None:
+        self.requests += 1
+        self.first.set()
+        await self.release.wait()
+
+
+async def test_stop_lets_requests_in_flight_finish() -> None:
+    """After stop(), no request arrives; run() returns once those in flight have ended."""
+    rt = HeldRuntime()
+    workload = Workload(rt, load=100)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(workload.run, 600.0)
+        await rt.first.wait()
+        workload.stop()
+        await anyio.wait_all_tasks_blocked()
+        arrived = rt.requests
+        assert sum(o.in_flight for o in workload.outcomes.values()) == arrived
+        rt.release.set()
+    assert sum(o.completed for o in workload.outcomes.values()) == arrived == rt.requests
+
+
+async def test_stop_now_cancels_requests_in_flight() -> None:
+    """stop(now=True) ends run() at once; what was in flight stays unfinished."""
+    rt = HeldRuntime()
+    workload = Workload(rt, load=100)  # type: ignore[arg-type]
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(workload.run, 600.0)
+            await rt.first.wait()
+            workload.stop(now=True)
+    assert sum(o.in_flight for o in workload.outcomes.values()) == rt.requests >= 1
 
 
 def test_workload_refuses_a_bad_load() -> None:
