@@ -125,30 +125,65 @@ def runtime_context() -> ActorContext:
 
 
 async def l1_round(sizes: Sizes, timings: Timings) -> None:
-    """One round of every L1 case (ops per second), ours and cachetools alternating."""
-    keys = zipf_keys(sizes.l1_ops)
+    """One round of every L1 case (ops per second): the cases take turns, chunk by chunk."""
+    hits = zipf_keys(sizes.l1_ops)
     misses = [f"absent{i % KEYS}" for i in range(sizes.l1_ops)]
     writes = [f"key{i % KEYS}" for i in range(sizes.l1_ops)]
-    for policy in ("lru", "tinylfu"):
-        cache = Cache(l1_config(policy), runtime_context())
-        for index in range(KEYS):
-            await cache.set(f"key{index}", VALUE)
-        record(timings, f"hit/ours {policy}", len(keys), await timed_async(cache.get, keys))
-        record(timings, f"hit/ours {policy} get_nowait", len(keys), timed(cache.get_nowait, keys))
-        record(timings, f"miss/ours {policy}", len(misses), await timed_async(cache.get, misses))
-        elapsed = await timed_async(functools.partial(set_value, cache), writes)
-        record(timings, f"set/ours {policy}", len(writes), elapsed)
     ttl: cachetools.TTLCache[str, Any] = cachetools.TTLCache(KEYS, ttl=3600)
     lru: cachetools.LRUCache[str, Any] = cachetools.LRUCache(KEYS)
     for index in range(KEYS):
         ttl[f"key{index}"] = lru[f"key{index}"] = VALUE
-    record(timings, "hit/TTLCache.get", len(keys), timed(ttl.get, keys))
-    record(timings, "hit/TTLCache[k]", len(keys), timed(ttl.__getitem__, keys))
-    record(timings, "hit/LRUCache.get", len(keys), timed(lru.get, keys))
-    record(timings, "miss/TTLCache.get", len(misses), timed(ttl.get, misses))
-    record(timings, "miss/LRUCache.get", len(misses), timed(lru.get, misses))
-    record(timings, "set/TTLCache", len(writes), timed(lambda k: ttl.__setitem__(k, VALUE), writes))
-    record(timings, "set/LRUCache", len(writes), timed(lambda k: lru.__setitem__(k, VALUE), writes))
+    reads: Runners = {
+        "TTLCache.get": sync(ttl.get),
+        "TTLCache[k]": sync(ttl.__getitem__),
+        "LRUCache.get": sync(lru.get),
+    }
+    sets: Runners = {
+        "TTLCache": sync(lambda k: ttl.__setitem__(k, VALUE)),
+        "LRUCache": sync(lambda k: lru.__setitem__(k, VALUE)),
+    }
+    for policy in ("lru", "tinylfu"):
+        cache = Cache(l1_config(policy), runtime_context())
+        for index in range(KEYS):
+            await cache.set(f"key{index}", VALUE)
+        reads[f"ours {policy}"] = functools.partial(timed_async, cache.get)
+        reads[f"ours {policy} get_nowait"] = sync(cache.get_nowait)
+        sets[f"ours {policy}"] = functools.partial(timed_async, functools.partial(set_value, cache))
+    absent = {name: run for name, run in reads.items() if name != "TTLCache[k]"}  # KeyError
+    for kind, keys, runners in (
+        ("hit", hits, reads),
+        ("miss", misses, absent),
+        ("set", writes, sets),
+    ):
+        for name, rate in (await take_turns(runners, keys)).items():
+            timings.setdefault(f"{kind}/{name}", []).append(rate)
+
+
+Runner = Callable[[list[str]], Awaitable[float]]
+Runners = dict[str, Runner]
+CHUNKS = 20  # turns per case and round: each sees the machine's load of the whole round
+IO_CHUNKS = 4  # fewer for 64 readers: each turn starts them anew, and they must get going
+
+
+async def take_turns(runners: Runners, keys: list[str], chunks: int = CHUNKS) -> dict[str, float]:
+    """Each runner's rate over ``keys``, run in ``chunks`` slices, the runners taking turns
+    slice by slice (a load that comes and goes weighs on all of them alike)."""
+    elapsed = dict.fromkeys(runners, 0.0)
+    size = max(1, len(keys) // chunks)
+    for start in range(0, len(keys), size):
+        part = keys[start : start + size]
+        for name, run in runners.items():
+            elapsed[name] += await run(part)
+    return {name: len(keys) / seconds for name, seconds in elapsed.items()}
+
+
+def sync(call: Callable[[str], Any]) -> Runner:
+    """A runner of a synchronous call, in this thread."""
+
+    async def run(keys: list[str]) -> float:
+        return timed(call, keys)
+
+    return run
 
 
 async def set_value(cache: Cache, key: str) -> None:
@@ -186,33 +221,39 @@ cache:
 
 
 async def sqlite_round(sizes: Sizes, timings: Timings, directory: Path, round_: int) -> None:
-    """Writes (ours write-behind, diskcache) into fresh stores, then reads of what they hold."""
+    """Writes (ours write-behind, diskcache) into fresh stores, then reads of what they hold,
+    ours and diskcache taking turns chunk by chunk."""
     keys = [f"key{i % KEYS}" for i in range(sizes.sqlite_writes)]
-    ours_path = directory / f"ours-{round_}.db"
-    cache = Cache(sqlite_config(ours_path, "behind"), runtime_context())
-    async with cache.running():
-        start = time.perf_counter()
-        for key in keys:
-            await cache.set(key, VALUE)
-        await cache.flush()
-        record(timings, "write/ours behind", len(keys), time.perf_counter() - start)
+    reads = zipf_keys(sizes.sqlite_reads, seed=round_)
     disk = diskcache.Cache(str(directory / f"diskcache-{round_}"))
+    cache = Cache(sqlite_config(directory / f"ours-{round_}.db", "behind"), runtime_context())
     try:
-        start = time.perf_counter()
-        for key in keys:
-            disk.set(key, VALUE)
-        record(timings, "write/diskcache.set", len(keys), time.perf_counter() - start)
-        reads = zipf_keys(sizes.sqlite_reads, seed=round_)
-        record(timings, "read/diskcache.get 1 thread", len(reads), timed(disk.get, reads))
+        async with cache.running():
+
+            async def ours_writes(part: list[str]) -> float:
+                start = time.perf_counter()
+                for key in part:
+                    await cache.set(key, VALUE)
+                await cache.flush()  # timed until committed
+                return time.perf_counter() - start
+
+            writers = {
+                "ours behind": ours_writes,
+                "diskcache.set": sync(lambda k: disk.set(k, VALUE)),
+            }
+            for name, rate in (await take_turns(writers, keys, IO_CHUNKS)).items():
+                timings.setdefault(f"write/{name}", []).append(rate)
+            readers = {
+                f"ours {READERS} readers": functools.partial(concurrent_reads, cache.get),
+                "diskcache.get 1 thread": sync(disk.get),
+            }
+            for name, rate in (await take_turns(readers, reads, IO_CHUNKS)).items():
+                timings.setdefault(f"read/{name}", []).append(rate)
+            assert cache.statistics().tiers[0].misses == 0, "every key was written"
         elapsed = await anyio.to_thread.run_sync(diskcache_threads, disk, reads)
         record(timings, f"read/diskcache.get {READERS} threads", len(reads), elapsed)
     finally:
         disk.close()
-    cache = Cache(sqlite_config(ours_path, "behind"), runtime_context())
-    async with cache.running():
-        elapsed = await concurrent_reads(cache.get, reads)
-        record(timings, f"read/ours {READERS} readers", len(reads), elapsed)
-        assert cache.statistics().tiers[0].misses == 0, "every key was written"
 
 
 async def concurrent_reads(get: Callable[[str], Awaitable[Any]], keys: list[str]) -> float:
@@ -279,28 +320,35 @@ def redis_server(directory: Path) -> Iterator[str | None]:
 
 
 async def redis_round(sizes: Sizes, timings: Timings, url: str, round_: int) -> None:
-    """Reads through a Redis-only cache against raw redis-py, sequential and concurrent."""
+    """Reads through a Redis-only cache against raw redis-py, sequential and concurrent,
+    taking turns chunk by chunk."""
     from redis.asyncio import Redis
 
     text = f"cache:\n  tiers: [{{name: shared, backend: redis, url: '{url}'}}]\n"
     cache = Cache(parse_config(text, env={}), runtime_context())
     reads = zipf_keys(sizes.redis_reads, seed=round_)
     client = Redis.from_url(url)
+
+    def raw(part: list[str]) -> list[str]:
+        return [f"jarvis:cache:response:{key}" for key in part]
+
+    async def raw_sequential(part: list[str]) -> float:
+        return await timed_async(client.get, raw(part))
+
+    async def raw_concurrent(part: list[str]) -> float:
+        return await concurrent_reads(client.get, raw(part))
+
+    runners: Runners = {
+        "ours sequential": functools.partial(timed_async, cache.get),
+        "redis-py sequential": raw_sequential,
+        f"ours {READERS} readers": functools.partial(concurrent_reads, cache.get),
+        f"redis-py {READERS} readers": raw_concurrent,
+    }
     async with cache.running():
         for index in range(KEYS):
             await cache.set(f"key{index}", VALUE)
-        raw_keys = [f"jarvis:cache:response:{key}" for key in reads]
-        record(timings, "redis/ours sequential", len(reads), await timed_async(cache.get, reads))
-        record(
-            timings,
-            "redis/redis-py sequential",
-            len(reads),
-            await timed_async(client.get, raw_keys),
-        )
-        elapsed = await concurrent_reads(cache.get, reads)
-        record(timings, f"redis/ours {READERS} readers", len(reads), elapsed)
-        elapsed = await concurrent_reads(client.get, raw_keys)
-        record(timings, f"redis/redis-py {READERS} readers", len(reads), elapsed)
+        for name, rate in (await take_turns(runners, reads, IO_CHUNKS)).items():
+            timings.setdefault(f"redis/{name}", []).append(rate)
         assert cache.statistics().tiers[0].misses == 0, "every key was written"
     await client.aclose()
 

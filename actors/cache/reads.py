@@ -9,7 +9,9 @@ goes on to the next one: old data never turns into an error for the caller.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+
+import msgspec
 
 from runtime.events import CacheHit
 
@@ -22,15 +24,12 @@ from .tiers import SlowTier, Tier
 __all__ = ["Found", "Reader"]
 
 
-class Found(NamedTuple):
+class Found(msgspec.Struct, frozen=True):
     """What a read found: the value, whether it is stale, and the tier that had it."""
 
     value: Any
     stale: bool
     tier: str
-
-
-_UNDECODABLE = Found(None, False, "")  # a marker: the record found could not be decoded
 
 
 class Reader:
@@ -55,17 +54,7 @@ class Reader:
             if isinstance(tier, MemoryTier):
                 found = self._from_memory(tier, index, namespace, key, type, stale_ok, now)
             else:
-                record = await tier.fetch(namespace, key, now, stale_ok)
-                found = (
-                    None
-                    if record is None
-                    else self._decoded(tier, namespace, key, type, record, now)
-                )
-                if found is _UNDECODABLE:
-                    await tier.remove(namespace, key)
-                    found = None
-                elif found is not None and record is not None and index:
-                    await self._promote(index, namespace, key, found.value, record, now)
+                found = await self._from_slow(tier, index, namespace, key, type, stale_ok, now)
             if found is not None:
                 bus = self._events.bus
                 if bus is not None and bus.wants(CacheHit):  # built only when wanted
@@ -96,15 +85,27 @@ class Reader:
             self._promote_memory(index, namespace, key, value, tier, entry, now)
         return Found(value, now >= entry.expires_at, tier.name)
 
-    def _decoded(
-        self, tier: SlowTier, namespace: str, key: str, type: Any, record: Record, now: float
-    ) -> Found:
-        """A slow tier's record decoded; ``_UNDECODABLE`` (logged) when it cannot be."""
+    async def _from_slow(
+        self,
+        tier: SlowTier,
+        index: int,
+        namespace: str,
+        key: str,
+        type: Any,
+        stale_ok: bool,
+        now: float,
+    ) -> Found | None:
+        record = await tier.fetch(namespace, key, now, stale_ok)
+        if record is None:
+            return None
         try:
             value = codec.decode(record.data, type)
         except DecodeErrors as exc:
             self.undecodable(tier, namespace, key, exc)
-            return _UNDECODABLE
+            await tier.remove(namespace, key)
+            return None
+        if index:
+            await self._promote(index, namespace, key, value, record, now)
         return Found(value, now >= record.expires_at, tier.name)
 
     def _promote_memory(

@@ -192,7 +192,15 @@ class SqliteTier:
         """The record of ``key`` if fresh (or stale and ``stale_ok``); counts the read."""
         id_ = f"{namespace}:{key}"  # entry_id, written out: this runs for every read
         pending = self._pending.get(id_) or self._flushing.get(id_)
-        found = _written(pending) if pending is not None else await self._read_file(id_)
+        found = None
+        if pending is None and self._file is not None:
+            try:
+                found = await self._reads.get(id_)  # coalesced with the reads under way
+            except sqlite3.Error as exc:
+                self._failed(exc, "read")
+            pending = self._pending.get(id_) or self._flushing.get(id_)  # a write meanwhile wins
+        if pending is not None:
+            found = _written(pending)
         if found is None:
             self.counts.misses += 1
             return None
@@ -219,19 +227,6 @@ class SqliteTier:
         # when it is rebuilt from the file.
         if self.tti_s is not None or occupancy is not None:
             self._touched[id_] = now
-
-    async def _read_file(self, id_: str) -> tuple[Record, float] | None:
-        """``id_``'s row (coalesced with the other reads under way), unless a write made while
-        it was read wins."""
-        if self._file is None:
-            return None
-        try:
-            found = await self._reads.get(id_)
-        except sqlite3.Error as exc:
-            self._failed(exc, "read")
-            return None
-        pending = self._pending.get(id_) or self._flushing.get(id_)
-        return found if pending is None else _written(pending)
 
     async def _fetch(self, ids: list[str]) -> dict[str, tuple[Record, float]]:
         file = self._file
