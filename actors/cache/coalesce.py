@@ -8,9 +8,9 @@ no other reader came while the last leader led (a reader on its own), the next l
 wait that turn: it fetches at once, and readers arriving meanwhile make the next batch (and
 bring the wait back).
 
-The leader's fetching is shielded from its own cancellation: the followers depend on it, and
-a fetch is bounded by the tier's own timeout. A leader cancelled meanwhile sees its
-cancellation when the shield ends.
+A leader that is cancelled leaves: the reads it had not finished are abandoned, and their
+readers ask again (one of them leads next). Nothing is shielded: a cancellation is felt where
+it is asked for.
 """
 
 from __future__ import annotations
@@ -30,18 +30,21 @@ V = TypeVar("V")
 
 class _Read(Generic[V]):
     """One key's read, shared by every reader of the key; each waiter has its own future, so
-    a waiter that is cancelled cancels only its own wait."""
+    a waiter that is cancelled cancels only its own wait. ``abandoned``: its leader was
+    cancelled before it was read; its readers ask again."""
 
-    __slots__ = ("done", "error", "value", "waiters")
+    __slots__ = ("abandoned", "done", "error", "value", "waiters")
 
     def __init__(self) -> None:
         self.done = False
+        self.abandoned = False
         self.value: V | None = None
         self.error: BaseException | None = None
         self.waiters: list[asyncio.Future[None]] = []
 
-    def finish(self) -> None:
+    def finish(self, *, abandoned: bool = False) -> None:
         self.done = True
+        self.abandoned = abandoned
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -70,36 +73,42 @@ class Coalescer(Generic[K, V]):
 
     async def get(self, key: K) -> V | None:
         """The value of ``key``, or ``None``. Raises what ``fetch`` raised for its batch."""
-        self._arrivals += 1
-        read = self._waiting.get(key) or self._fetching.get(key)
-        if read is not None:
-            self.coalesced += 1
-        else:
-            read = self._waiting[key] = _Read()
-            if not self._leading:
-                self._leading = True
-                await self._lead()  # returns when everything waiting, this key too, is read
-                await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled while shielded
-        if not read.done:
-            # A bare loop future: the cheapest wait there is (the kernel runs on asyncio).
-            waiter = asyncio.get_running_loop().create_future()
-            read.waiters.append(waiter)
-            await waiter
-        if read.error is not None:
-            raise read.error
-        return read.value
+        while True:
+            self._arrivals += 1
+            read = self._waiting.get(key) or self._fetching.get(key)
+            if read is not None:
+                self.coalesced += 1
+            else:
+                read = self._waiting[key] = _Read()
+                if not self._leading:
+                    self._leading = True
+                    await self._lead()  # returns when everything waiting, this key too, is read
+            if not read.done:
+                # A bare loop future: the cheapest wait there is (the kernel runs on asyncio).
+                waiter = asyncio.get_running_loop().create_future()
+                read.waiters.append(waiter)
+                await waiter
+            if read.abandoned:
+                continue  # its leader was cancelled: lead, or join the next leader
+            if read.error is not None:
+                raise read.error
+            return read.value
 
     async def _lead(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                arrivals = self._arrivals
-                if self._company:
-                    await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
-                while self._waiting:
-                    await self._fetch_batch()
-                self._company = self._arrivals > arrivals  # others came while this one led
-            finally:
-                self._leading = False
+        arrivals = self._arrivals
+        try:
+            if self._company:
+                await anyio.lowlevel.checkpoint()  # readers started alongside join this batch
+            while self._waiting:
+                await self._fetch_batch()
+        except BaseException:  # cancelled: the readers left waiting ask again
+            waiting, self._waiting = self._waiting, {}
+            for read in waiting.values():
+                read.finish(abandoned=True)
+            raise
+        finally:
+            self._leading = False
+        self._company = self._arrivals > arrivals  # others came while this one led
 
     async def _fetch_batch(self) -> None:
         keys = list(self._waiting)[: self.max_batch]
@@ -107,13 +116,17 @@ class Coalescer(Generic[K, V]):
         self._fetching.update(batch)
         self.batches += 1
         found: dict[K, V] = {}
+        error: Exception | None = None
         try:
             found = await self._fetch(keys)
         except Exception as exc:
-            for read in batch.values():
-                read.error = exc
-        finally:
+            error = exc
+        except BaseException:
             for key, read in batch.items():
                 del self._fetching[key]
-                read.value = found.get(key)
-                read.finish()
+                read.finish(abandoned=True)
+            raise
+        for key, read in batch.items():
+            del self._fetching[key]
+            read.value, read.error = found.get(key), error
+            read.finish()

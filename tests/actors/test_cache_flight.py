@@ -315,11 +315,13 @@ async def test_coalescer_gives_a_failed_fetch_to_every_reader_of_the_batch() -> 
         Coalescer(fetch, max_batch=0)
 
 
-async def test_a_cancelled_leader_still_serves_its_followers() -> None:
-    """The leader's fetch is shielded: its followers get their values though it was cancelled."""
+async def test_a_cancelled_leader_leaves_and_a_follower_reads_in_its_place() -> None:
+    """The leader's cancellation is felt at once; the readers it left ask again: one leads."""
     release = anyio.Event()
+    fetched: list[list[str]] = []
 
     async def fetch(keys: list[str]) -> dict[str, str]:
+        fetched.append(keys)
         await release.wait()
         return {k: k for k in keys}
 
@@ -332,13 +334,16 @@ async def test_a_cancelled_leader_still_serves_its_followers() -> None:
             with leader:
                 await reads.get("a")
 
-        async def follow() -> None:
-            got.append(await reads.get("b"))
+        async def follow(key: str) -> None:
+            got.append(await reads.get(key))
 
         tg.start_soon(lead)
-        tg.start_soon(follow)
+        tg.start_soon(follow, "b")
+        tg.start_soon(follow, "a")
         await settle()
         leader.cancel()
         await settle()
+        assert leader.cancelled_caught
         release.set()
-    assert got == ["b"] and leader.cancelled_caught
+    assert fetched == [["a", "b"], ["a", "b"]]
+    assert sorted(got) == ["a", "b"]
