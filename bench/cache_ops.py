@@ -444,7 +444,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(cases: list[Case], sizes: Sizes, redis: bool, path: Path) -> None:
+def write_results(
+    cases: list[Case], timings: Timings, sizes: Sizes, redis: bool, path: Path
+) -> None:
     record = {
         "benchmark": "cache_ops",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -452,6 +454,7 @@ def write_results(cases: list[Case], sizes: Sizes, redis: bool, path: Path) -> N
         "sizes": asdict(sizes),
         "redis_measured": redis,
         "cases": [{**asdict(c), "ratio": round(c.ratio, 3), "pass": c.passed} for c in cases],
+        "medians_per_s": {key: round(statistics.median(v)) for key, v in sorted(timings.items())},
         "pass": all(c.passed for c in cases),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(cases))
     if not redis:
         print("redis-server not found: the Redis cases were not run", file=sys.stderr)
-    write_results(cases, sizes, redis, args.output)
+    write_results(cases, timings, sizes, redis, args.output)
     print(f"wrote {args.output}")
     return 0 if all(c.passed for c in cases) else 1
 
