@@ -200,6 +200,6 @@ def test_a_missing_redis_server_fails_the_test_saying_how_to_install_it(
     monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setattr(Path, "exists", lambda self: False)
     with pytest.raises(
-        pytest.fail.Exception, match="redis-server is not installed.*install-system-deps"
+        pytest.fail.Exception, match=r"redis-server is not installed.*install-system-deps"
     ):
         RedisServer(tmp_path)
