@@ -258,7 +258,12 @@ class Runtime:
                 clock=self._clock,
             )
 
-        return await anyio.to_thread.run_sync(configure)
+        try:
+            return await anyio.to_thread.run_sync(configure)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            problem = ConfigProblem("$.logging.file", f"cannot open {logging.file!r}: {reason}")
+            raise ConfigError([problem]) from exc
 
     async def _close_logs(self) -> None:
         if self._sink is not None:

@@ -160,3 +160,14 @@ async def test_circuit_breaker_publishes_its_state_changes(
             breaker.record_success()
             seen = [(e.old, e.new) for e in [sub.receive_nowait() for _ in range(len(sub))]]
     assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+async def test_unopenable_log_file_is_a_config_error(tmp_path: Path, clock: FakeClock) -> None:
+    """A log file that cannot be opened fails the start with ConfigError at $.logging.file."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    path = write_config(tmp_path)
+    config = load_config(path, env={"JARVIS_RUNTIME__LOGGING__FILE": str(blocker / "x.jsonl")})
+    with pytest.raises(ConfigError, match=r"\$\.logging\.file: cannot open"):
+        async with Runtime(config, clock=clock):
+            pass
